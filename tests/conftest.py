@@ -1,0 +1,28 @@
+"""Fixtures and markers shared by the whole test suite."""
+
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def database_is_postgres() -> bool:
+    """True when the tests run on PostgreSQL (DATABASE_URL=postgres://...)."""
+    return connection.vendor == "postgresql"
+
+
+@pytest.fixture
+def is_postgres() -> bool:
+    return database_is_postgres()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip tests marked ``@pytest.mark.postgres`` unless the database is PostgreSQL."""
+    if database_is_postgres():
+        return
+    skip = pytest.mark.skip(reason="needs PostgreSQL: set DATABASE_URL=postgres://...")
+    for item in items:
+        if item.get_closest_marker("postgres"):
+            item.add_marker(skip)

@@ -1,0 +1,176 @@
+"""parallelize(): concurrency of members, joining, failures inside a group, no_wait."""
+
+import asyncio
+import time
+
+import pytest
+
+from workflows_app.sdk import create_step, create_workflow, parallelize
+
+from .helpers import Recorder, invoke_state, recording_step, uname
+
+pytestmark = pytest.mark.django_db
+
+
+def _sleeper(name, seconds, log):
+    def invoke(inp, ctx):
+        log.add("start", name, time.perf_counter())
+        time.sleep(seconds)
+        log.add("end", name, time.perf_counter())
+        return name
+
+    return create_step(name, invoke)
+
+
+def test_parallelize_returns_refs_in_order():
+    a = create_step("a", lambda inp, ctx: "A")
+    b = create_step("b", lambda inp, ctx: "B")
+    c = create_step("c", lambda inp, ctx: "C")
+    seen = {}
+
+    def composer(input):
+        refs = parallelize(a(), b(), c())
+        seen["type"] = type(refs)
+        seen["len"] = len(refs)
+        x, y, z = refs
+        return [x, y, z]
+
+    wf = create_workflow(uname(), composer)
+    assert seen == {"type": tuple, "len": 3}
+    assert wf.run().result == ["A", "B", "C"]
+
+
+def test_plain_members_run_in_threads_concurrently():
+    log = Recorder()
+    members = [_sleeper(n, 0.2, log) for n in ("p", "q", "r")]
+
+    def composer(input):
+        return list(parallelize(*(m() for m in members)))
+
+    wf = create_workflow(uname(), composer)
+    start = time.perf_counter()
+    res = wf.run()
+    elapsed = time.perf_counter() - start
+    assert res.result == ["p", "q", "r"]
+    assert elapsed < 0.45
+
+
+def test_async_members_are_gathered():
+    def make(name):
+        async def invoke(inp, ctx):
+            await asyncio.sleep(0.2)
+            return name.upper()
+
+        return create_step(name, invoke)
+
+    members = [make(n) for n in ("p", "q", "r")]
+
+    def composer(input):
+        return list(parallelize(*(m() for m in members)))
+
+    wf = create_workflow(uname(), composer)
+    start = time.perf_counter()
+    res = wf.run()
+    elapsed = time.perf_counter() - start
+    assert res.result == ["P", "Q", "R"]
+    assert elapsed < 0.45
+
+
+def test_step_after_group_waits_for_all_members():
+    log = Recorder()
+    members = [_sleeper("slow", 0.25, log), _sleeper("fast", 0.01, log)]
+
+    def after(inp, ctx):
+        log.add("start", "after", time.perf_counter())
+        return inp
+
+    nxt = create_step("after", after)
+
+    def composer(input):
+        slow, fast = parallelize(*(m() for m in members))
+        return nxt({"slow": slow, "fast": fast})
+
+    res = create_workflow(uname(), composer).run()
+    assert res.result == {"slow": "slow", "fast": "fast"}
+    starts = log.payloads("start")
+    ends = log.payloads("end")
+    assert starts["after"] >= ends["slow"]
+    assert starts["after"] >= ends["fast"]
+
+
+def test_steps_before_group_run_first():
+    log = Recorder()
+    a = recording_step("a", log)
+    p = recording_step("p", log)
+    q = recording_step("q", log)
+    z = recording_step("z", log)
+
+    def composer(input):
+        a()
+        parallelize(p(), q())
+        z()
+
+    create_workflow(uname(), composer).run()
+    order = log.names("invoke")
+    assert order[0] == "a"
+    assert sorted(order[1:3]) == ["p", "q"]
+    assert order[3] == "z"
+
+
+def test_failing_member_reverts_siblings_and_skips_followers():
+    log = Recorder()
+    a = recording_step("a", log)
+    p = recording_step("p", log)
+    q = recording_step("q", log, fail=True)
+    r = recording_step("r", log)
+    z = recording_step("z", log)
+
+    def composer(input):
+        a()
+        parallelize(p(), q(), r())
+        z()
+
+    res = create_workflow(uname(), composer).run(throw_on_error=False)
+    tx = res.transaction
+    assert tx.get_state() == "reverted"
+    assert "z" not in log.names("invoke")
+    comp = log.names("compensate")
+    assert sorted(comp[:3]) == ["p", "q", "r"]
+    assert comp[3:] == ["a"]
+    assert invoke_state(tx, "q") == ("failed", "permanent_failure")
+    assert invoke_state(tx, "z")[0] == "not_started"
+
+
+def test_no_wait_lets_next_step_start_early():
+    log = Recorder()
+    a = _sleeper("background-ish", 0.25, log)
+    b = _sleeper("eager", 0.0, log)
+
+    def composer(input):
+        a().config(no_wait=True)
+        b()
+
+    res = create_workflow(uname(), composer).run()
+    assert res.transaction.get_state() == "done"
+    starts = log.payloads("start")
+    ends = log.payloads("end")
+    assert starts["eager"] < ends["background-ish"]
+
+
+def test_no_wait_as_step_option():
+    log = Recorder()
+
+    def slow(inp, ctx):
+        log.add("start", "slow", time.perf_counter())
+        time.sleep(0.25)
+        log.add("end", "slow", time.perf_counter())
+
+    a = create_step("slow", slow, no_wait=True)
+    b = _sleeper("eager", 0.0, log)
+
+    def composer(input):
+        a()
+        b()
+
+    create_workflow(uname(), composer).run()
+    assert log.payloads("start")["eager"] < log.payloads("end")["slow"]

@@ -1,0 +1,189 @@
+"""System checks: each id fires on bad settings and stays silent on good ones."""
+
+import pytest
+from django.core import checks
+from django.test import override_settings
+from rest_framework.permissions import IsAdminUser
+
+from workflows_app.checks import check_q_cluster, check_workflows_settings
+from workflows_app.conf import DEFAULTS
+
+GOOD_Q_CLUSTER = {"name": "t", "orm": "default", "timeout": 300, "retry": 420}
+REDIS_Q_CLUSTER = {"name": "t", "redis": "redis://localhost:6379/0", "timeout": 300, "retry": 420}
+
+
+def ids(messages):
+    return [message.id for message in messages]
+
+
+@override_settings(WORKFLOWS={"BACKGROUND": "django_q"}, Q_CLUSTER=GOOD_Q_CLUSTER)
+def test_good_configuration_is_silent():
+    assert check_workflows_settings() == []
+    assert check_q_cluster() == []
+
+
+def test_checks_are_registered_under_the_app_tag():
+    assert checks.registry.registry.tag_exists("workflows_app")
+    registered = checks.registry.registry.get_checks()
+    assert check_workflows_settings in registered
+    assert check_q_cluster in registered
+    with override_settings(WORKFLOWS={"NOPE": 1}, Q_CLUSTER=GOOD_Q_CLUSTER):
+        messages = checks.run_checks(tags=["workflows_app"])
+    assert ids(messages) == ["workflows_app.E001"]
+
+
+def test_missing_workflows_setting_is_silent(settings):
+    del settings.WORKFLOWS
+    assert check_workflows_settings() == []
+
+
+@override_settings(WORKFLOWS=dict(DEFAULTS))
+def test_every_default_value_is_valid():
+    assert check_workflows_settings() == []
+
+
+@override_settings(WORKFLOWS={"PARALLEL": 8, "BACKGROUND": "django_q", "retention": 1})
+def test_e001_unknown_keys_are_named_with_the_valid_ones_in_the_hint():
+    messages = check_workflows_settings()
+    assert ids(messages) == ["workflows_app.E001"]
+    [error] = messages
+    assert error.level == checks.ERROR
+    assert "PARALLEL" in error.msg
+    assert "retention" in error.msg
+    for key in DEFAULTS:
+        assert key in error.hint
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("BACKGROUND", "celery"),
+        ("BACKGROUND", None),
+        ("DURABILITY", "always"),
+        ("PARALLEL_THREADS", 0),
+        ("PARALLEL_THREADS", "4"),
+        ("PARALLEL_THREADS", 2.5),
+        ("PARALLEL_THREADS", True),
+        ("MAX_PAYLOAD_BYTES", 0),
+        ("MAX_PAYLOAD_BYTES", -1),
+        ("MAX_PAYLOAD_BYTES", 1024.0),
+        ("REDACT_KEYS", "password"),
+        ("REDACT_KEYS", ["password", 3]),
+        ("LEASE_SECONDS", 0),
+        ("LEASE_SECONDS", "30"),
+        ("RECOVERY_INTERVAL_SECONDS", -5),
+        ("CLEANUP_INTERVAL_MINUTES", None),
+        ("ADMIN_SECTION_LABEL", 3),
+        ("API_PERMISSION_CLASSES", "rest_framework.permissions.IsAdminUser"),
+        ("API_PERMISSION_CLASSES", ["no.such.module.Permission"]),
+        ("API_PERMISSION_CLASSES", [42]),
+    ],
+)
+def test_e002_invalid_values(key, value):
+    with override_settings(WORKFLOWS={key: value}):
+        messages = check_workflows_settings()
+    assert ids(messages) == ["workflows_app.E002"]
+    assert key in messages[0].msg
+    assert messages[0].hint
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("BACKGROUND", "immediate"),
+        ("DURABILITY", "boundary"),
+        ("PARALLEL_THREADS", 1),
+        ("MAX_PAYLOAD_BYTES", 10),
+        ("REDACT_KEYS", []),
+        ("REDACT_KEYS", ["pin"]),
+        ("LEASE_SECONDS", 0.5),
+        ("RECOVERY_INTERVAL_SECONDS", 5),
+        ("CLEANUP_INTERVAL_MINUTES", 1),
+        ("ADMIN_SECTION_LABEL", "Workflows"),
+        ("API_PERMISSION_CLASSES", [IsAdminUser, "rest_framework.permissions.AllowAny"]),
+        ("API_PERMISSION_CLASSES", ()),
+    ],
+)
+def test_e002_silent_on_valid_values(key, value):
+    with override_settings(WORKFLOWS={key: value}):
+        assert check_workflows_settings() == []
+
+
+@override_settings(WORKFLOWS=["BACKGROUND"])
+def test_e002_when_the_setting_is_not_a_dict():
+    assert ids(check_workflows_settings()) == ["workflows_app.E002"]
+
+
+@override_settings(WORKFLOWS={"UNKNOWN": 1, "PARALLEL_THREADS": 0, "DURABILITY": "x"})
+def test_unknown_and_invalid_are_reported_together():
+    assert sorted(ids(check_workflows_settings())) == [
+        "workflows_app.E001",
+        "workflows_app.E002",
+        "workflows_app.E002",
+    ]
+
+
+@pytest.mark.parametrize(
+    "q_cluster",
+    [
+        {"orm": "default", "timeout": 300, "retry": 300},
+        {"orm": "default", "timeout": 300, "retry": 60},
+        {"orm": "default", "retry": 420},
+        {"orm": "default"},
+        {"orm": "default", "timeout": 300, "retry": None},
+    ],
+)
+def test_w001_retry_not_above_timeout(q_cluster):
+    with override_settings(WORKFLOWS={"BACKGROUND": "django_q"}, Q_CLUSTER=q_cluster):
+        messages = check_q_cluster()
+    assert ids(messages) == ["workflows_app.W001"]
+    assert messages[0].level == checks.WARNING
+    assert "twice" in messages[0].hint
+
+
+@override_settings(WORKFLOWS={"BACKGROUND": "immediate"})
+def test_w001_applies_to_an_explicit_q_cluster_even_without_background_tasks():
+    with override_settings(Q_CLUSTER={"orm": "default", "timeout": 60, "retry": 30}):
+        assert ids(check_q_cluster()) == ["workflows_app.W001"]
+
+
+def test_w001_silent_without_q_cluster_when_background_is_immediate(settings):
+    settings.WORKFLOWS = {"BACKGROUND": "immediate"}
+    del settings.Q_CLUSTER
+    assert check_q_cluster() == []
+
+
+def test_w001_uses_django_q_defaults_when_q_cluster_is_missing(settings):
+    settings.WORKFLOWS = {"BACKGROUND": "django_q"}
+    del settings.Q_CLUSTER
+    # No timeout and no broker: both the retry/timeout and the Redis warnings apply.
+    assert ids(check_q_cluster()) == ["workflows_app.W001", "workflows_app.W002"]
+
+
+@override_settings(WORKFLOWS={"BACKGROUND": "django_q"}, Q_CLUSTER=REDIS_Q_CLUSTER)
+def test_w002_redis_broker():
+    messages = check_q_cluster()
+    assert ids(messages) == ["workflows_app.W002"]
+    assert messages[0].level == checks.WARNING
+    assert "workflows recover" in messages[0].hint
+
+
+@override_settings(WORKFLOWS={"BACKGROUND": "immediate"}, Q_CLUSTER=REDIS_Q_CLUSTER)
+def test_w002_silent_when_background_is_immediate():
+    assert check_q_cluster() == []
+
+
+@pytest.mark.parametrize(
+    "broker",
+    [
+        {"orm": "default"},
+        {"broker_class": "myapp.brokers.Custom"},
+        {"sqs": {"aws_region": "eu-west-1"}},
+        {"mongo": {"host": "localhost"}},
+        {"iron_mq": {"token": "x"}},
+    ],
+)
+def test_w002_silent_for_brokers_with_receipts(broker):
+    q_cluster = {"timeout": 300, "retry": 420, **broker}
+    with override_settings(WORKFLOWS={"BACKGROUND": "django_q"}, Q_CLUSTER=q_cluster):
+        assert check_q_cluster() == []

@@ -1,0 +1,73 @@
+"""The demo/host project: settings, system checks, admin wiring."""
+
+import pytest
+from django.core.management import call_command
+
+from project.settings import BASE_DIR, database_from_url
+
+
+def test_postgres_url_becomes_a_postgresql_database():
+    db = database_from_url("postgres://alice:s%40cret@db.example:6543/shop?sslmode=require")
+    assert db["ENGINE"] == "django.db.backends.postgresql"
+    assert db["NAME"] == "shop"
+    assert db["USER"] == "alice"
+    assert db["PASSWORD"] == "s@cret"
+    assert db["HOST"] == "db.example"
+    assert db["PORT"] == "6543"
+    assert db["OPTIONS"] == {"sslmode": "require"}
+    assert db["TEST"]["NAME"] == "test_shop"
+
+
+def test_postgres_url_without_password_or_port():
+    db = database_from_url("postgresql://postgres@127.0.0.1/workflows_app")
+    assert db["ENGINE"] == "django.db.backends.postgresql"
+    assert (db["USER"], db["PASSWORD"], db["HOST"], db["PORT"]) == ("postgres", "", "127.0.0.1", "")
+    assert db["NAME"] == "workflows_app"
+
+
+def test_sqlite_url_with_absolute_path(tmp_path):
+    path = tmp_path / "other.sqlite3"
+    db = database_from_url(f"sqlite:///{path}")
+    assert db["ENGINE"] == "django.db.backends.sqlite3"
+    assert db["NAME"] == str(path)
+
+
+def test_sqlite_url_without_path_uses_the_default_file():
+    db = database_from_url("sqlite://")
+    assert db["ENGINE"] == "django.db.backends.sqlite3"
+    assert db["NAME"] == str(BASE_DIR / "db.sqlite3")
+
+
+@pytest.mark.parametrize("url", ["mysql://root@localhost/db", "redis://127.0.0.1:6379/0", ""])
+def test_unsupported_database_url_raises(url):
+    with pytest.raises(ValueError, match="Unsupported DATABASE_URL scheme"):
+        database_from_url(url)
+
+
+def test_system_checks_pass():
+    call_command("check")
+
+
+@pytest.mark.django_db
+def test_admin_login_page_answers(client):
+    response = client.get("/admin/login/")
+    assert response.status_code == 200
+    assert b'name="username"' in response.content
+
+
+@pytest.mark.django_db
+def test_admin_index_redirects_anonymous_users_to_login(client):
+    response = client.get("/admin/")
+    assert response.status_code == 302
+    assert "/admin/login/" in response["Location"]
+
+
+@pytest.mark.django_db
+def test_admin_index_answers_for_a_superuser(admin_client):
+    assert admin_client.get("/admin/").status_code == 200
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_postgres_marker_runs_on_postgresql(is_postgres):
+    assert is_postgres

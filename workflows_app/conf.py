@@ -1,0 +1,128 @@
+"""Settings of workflows_app, read from the ``WORKFLOWS`` dict over :data:`DEFAULTS`.
+
+Use the module-level :data:`workflows_settings` object::
+
+    from workflows_app.conf import workflows_settings
+
+    workflows_settings.PARALLEL_THREADS
+
+Values are cached on first access and dropped whenever Django's ``setting_changed``
+signal fires for ``WORKFLOWS`` (``override_settings`` in tests).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.utils.module_loading import import_string
+
+SETTING_NAME = "WORKFLOWS"
+
+DEFAULTS: dict[str, Any] = {
+    # "django_q": async and background steps go through django-q2;
+    # "immediate": they run in the calling process.
+    "BACKGROUND": "django_q",
+    # "step": a stored run checkpoints after every step attempt;
+    # "boundary": step rows are written in bulk at hand-over points and at the end.
+    "DURABILITY": "step",
+    # Threads used to run the branches of a parallel group.
+    "PARALLEL_THREADS": 4,
+    # Period of the django-q2 schedule that deletes expired executions.
+    "CLEANUP_INTERVAL_MINUTES": 30,
+    # Period of the django-q2 schedule that resumes executions whose worker died.
+    "RECOVERY_INTERVAL_SECONDS": 60,
+    # How long a worker's claim on a running execution lasts without renewal.
+    "LEASE_SECONDS": 30,
+    # Keys masked as "[REDACTED]" (case-insensitive, at any depth) before storing.
+    "REDACT_KEYS": ("password", "secret", "token", "authorization", "card_number", "cvv"),
+    # Inputs and outputs larger than this, once serialised, are refused.
+    "MAX_PAYLOAD_BYTES": 1_048_576,
+    # Admin section under which the workflow entries are listed.
+    "ADMIN_SECTION_LABEL": "Settings",
+    # Permission classes of the REST API, as import strings.
+    "API_PERMISSION_CLASSES": ("rest_framework.permissions.IsAdminUser",),
+}
+
+
+class WorkflowsSettings:
+    """Attribute access to the ``WORKFLOWS`` setting, falling back to defaults.
+
+    Unknown names raise :class:`AttributeError`; the system check
+    ``workflows_app.E001`` reports unknown keys in the setting itself.
+    """
+
+    def __init__(
+        self, defaults: Mapping[str, Any] | None = None, setting_name: str = SETTING_NAME
+    ) -> None:
+        self._defaults = dict(DEFAULTS if defaults is None else defaults)
+        self._setting_name = setting_name
+        self._cached: set[str] = set()
+        self._reload_callbacks: list[Callable[[], Any]] = []
+
+    @property
+    def user_settings(self) -> dict[str, Any]:
+        """The project's own ``WORKFLOWS`` dict (empty when unset)."""
+        value = getattr(settings, self._setting_name, None)
+        return dict(value) if isinstance(value, Mapping) else {}
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """A copy of the default values."""
+        return dict(self._defaults)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called when normal lookup fails, i.e. for uncached setting names.
+        if name.startswith("_") or name not in self._defaults:
+            raise AttributeError(f"Invalid workflows_app setting: {name!r}")
+        value = self.user_settings.get(name, self._defaults[name])
+        self._cached.add(name)
+        setattr(self, name, value)
+        return value
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every setting with its effective value."""
+        return {name: getattr(self, name) for name in self._defaults}
+
+    def api_permission_classes(self) -> list[type]:
+        """The classes named by ``API_PERMISSION_CLASSES``, imported."""
+        return [
+            import_string(item) if isinstance(item, str) else item
+            for item in self.API_PERMISSION_CLASSES
+        ]
+
+    def on_reload(self, callback: Callable[[], Any]) -> Callable[[], Any]:
+        """Call ``callback()`` (no arguments) after every reload.
+
+        Returns the callback, so this also works as a decorator. Registering the
+        same callable twice has no effect.
+        """
+        if callback not in self._reload_callbacks:
+            self._reload_callbacks.append(callback)
+        return callback
+
+    def remove_reload_callback(self, callback: Callable[[], Any]) -> None:
+        """Forget a callback registered with :meth:`on_reload` (no error if absent)."""
+        if callback in self._reload_callbacks:
+            self._reload_callbacks.remove(callback)
+
+    def reload(self) -> None:
+        """Drop cached values, then run the reload callbacks in registration order."""
+        for name in self._cached:
+            self.__dict__.pop(name, None)
+        self._cached.clear()
+        for callback in list(self._reload_callbacks):
+            callback()
+
+
+workflows_settings = WorkflowsSettings()
+
+
+def _reload_on_setting_changed(*, setting: str, **kwargs: Any) -> None:
+    if setting == SETTING_NAME:
+        workflows_settings.reload()
+
+
+setting_changed.connect(_reload_on_setting_changed, dispatch_uid="workflows_app.conf.reload")

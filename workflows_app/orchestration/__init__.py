@@ -1,0 +1,83 @@
+"""The transaction orchestrator: flow model, state machine, execution loop, compensation.
+
+Nothing here imports Django; storage and scheduling arrive through ``runtime``.
+"""
+
+from .context import StepContext
+from .definition import ROOT_ID, FlowDefinition, StepNode, StepOptions, check_step_options
+from .errors import (
+    CompositionError,
+    InvalidStepStateError,
+    InvalidTransactionIdError,
+    InvalidTransactionStateError,
+    NonSerializableCheckpointError,
+    PayloadTooLargeError,
+    PermanentStepFailureError,
+    StaleTransactionError,
+    StepError,
+    TransactionAlreadyStarted,
+    TransactionNotFound,
+    TransactionStepTimeoutError,
+    TransactionTimeoutError,
+    WorkflowError,
+    WorkflowNotFound,
+    WorkflowsError,
+    serialize_error,
+)
+from .orchestrator import Orchestrator, orchestrator
+from .responses import SkipStepResponse, StepResponse
+from .runtime import Runtime, runtime
+from .scheduler import Scheduler, ThreadScheduler
+from .states import (
+    FINISHED_STATES,
+    HandlerType,
+    StepState,
+    StepStatus,
+    TransactionState,
+)
+from .storage import AttemptRecord, InMemoryStorage, Storage
+from .transaction import StepRun, Transaction
+
+__all__ = [
+    "FINISHED_STATES",
+    "ROOT_ID",
+    "AttemptRecord",
+    "CompositionError",
+    "FlowDefinition",
+    "HandlerType",
+    "InMemoryStorage",
+    "InvalidStepStateError",
+    "InvalidTransactionIdError",
+    "InvalidTransactionStateError",
+    "NonSerializableCheckpointError",
+    "Orchestrator",
+    "PayloadTooLargeError",
+    "PermanentStepFailureError",
+    "Runtime",
+    "Scheduler",
+    "SkipStepResponse",
+    "StaleTransactionError",
+    "StepContext",
+    "StepError",
+    "StepNode",
+    "StepOptions",
+    "StepResponse",
+    "StepRun",
+    "StepState",
+    "StepStatus",
+    "Storage",
+    "ThreadScheduler",
+    "Transaction",
+    "TransactionAlreadyStarted",
+    "TransactionNotFound",
+    "TransactionState",
+    "TransactionStepTimeoutError",
+    "TransactionTimeoutError",
+    "WorkflowError",
+    "WorkflowNotFound",
+    "WorkflowsError",
+    "check_step_options",
+    "orchestrator",
+    "runtime",
+    "serialize_error",
+]

@@ -1,0 +1,223 @@
+"""The compiled form of a workflow: steps as nodes of a dependency graph.
+
+The SDK's composer builds a tree the way Medusa does (each step is appended after
+the last one; ``parallelize`` makes siblings). ``FlowDefinition.compile`` turns it
+into per-node dependency counts and successor lists, computed once, so that running
+a step never walks the whole flow (SPEC 3.2).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from .errors import CompositionError
+
+ROOT_ID = "_root"
+
+
+@dataclass(slots=True)
+class StepOptions:
+    """Per-use step options (Medusa's step config, in snake_case)."""
+
+    max_retries: int = 0
+    auto_retry: bool = True
+    retry_interval: float | None = None
+    retry_interval_awaiting: float | None = None
+    max_awaiting_retries: int | None = None
+    timeout: float | None = None
+    async_: bool = False
+    background_execution: bool = False
+    compensate_async: bool = False
+    no_compensation: bool = False
+    continue_on_permanent_failure: bool = False
+    skip_on_permanent_failure: bool | str = False
+    no_wait: bool = False
+    save_response: bool = True
+    nested: bool = False
+    sensitive: tuple[str, ...] = ()
+
+    @classmethod
+    def names(cls) -> frozenset[str]:
+        return frozenset(f.name for f in fields(cls))
+
+    def replace(self, **changes: Any) -> StepOptions:
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update(changes)
+        return StepOptions(**values)
+
+    def to_definition(self) -> dict:
+        """The options as camelCase keys, for the flow's ``definition`` entries."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value != f.default:
+                key = "async" if f.name == "async_" else _camel(f.name)
+                out[key] = list(value) if isinstance(value, tuple) else value
+        return out
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+STEP_OPTION_NAMES = StepOptions.names()
+
+
+def check_step_options(options: dict[str, Any], where: str) -> None:
+    """Refuse unknown option names at definition time."""
+    unknown = sorted(set(options) - STEP_OPTION_NAMES - {"name"})
+    if unknown:
+        raise TypeError(
+            f"{where}: unknown step option(s) {', '.join(unknown)}; "
+            f"valid options are {', '.join(sorted(STEP_OPTION_NAMES))}"
+        )
+
+
+def _identity(tx: Any) -> Any:
+    return None
+
+
+@dataclass(eq=False, slots=True)
+class StepNode:
+    """One step of a flow, with everything the orchestrator needs precomputed."""
+
+    action: str
+    invoke_fn: Callable[..., Any] | None
+    compensate_fn: Callable[..., Any] | None = None
+    options: StepOptions = field(default_factory=StepOptions)
+    operation: str = "step"
+    resolve_input: Callable[[Any], Any] = _identity
+    conditions: tuple[Callable[[Any], bool], ...] = ()
+    # Set by FlowDefinition.compile:
+    index: int = -1
+    id: str = ""
+    depth: int = 0
+    tree_children: list[StepNode] = field(default_factory=list)
+    tree_parent: StepNode | None = None
+    deps_count: int = 0
+    dependents: tuple[int, ...] = ()
+    comp_after: tuple[int, ...] = ()
+    comp_before: tuple[int, ...] = ()
+    invoke_is_async: bool = False
+    compensate_is_async: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def set_handlers(self, invoke_fn: Callable[..., Any] | None, compensate_fn: Any) -> None:
+        self.invoke_fn = invoke_fn
+        self.compensate_fn = compensate_fn
+        self.invoke_is_async = inspect.iscoroutinefunction(invoke_fn)
+        self.compensate_is_async = inspect.iscoroutinefunction(compensate_fn)
+
+    def definition(self) -> dict:
+        data = {"action": self.action, "name": self.action, **self.options.to_definition()}
+        data["noCompensation"] = self.options.no_compensation or self.compensate_fn is None
+        if self.operation != "step":
+            data["operation"] = self.operation
+        return data
+
+
+class FlowDefinition:
+    """A compiled workflow: nodes in definition order plus the options of the workflow."""
+
+    def __init__(self, workflow_id: str, roots: list[StepNode], options: dict[str, Any]):
+        self.workflow_id = workflow_id
+        self.options = options
+        self.roots = roots
+        self.result_resolver: Callable[[Any], Any] | None = None
+        self.nodes: list[StepNode] = []
+        self.by_action: dict[str, StepNode] = {}
+        self._compile()
+        self.root_indices = tuple(n.index for n in self.nodes if n.deps_count == 0)
+        self.deps_counts = [n.deps_count for n in self.nodes]
+        self.has_async = any(n.options.async_ or n.options.compensate_async for n in self.nodes)
+        self.hash = hashlib.sha256(
+            json.dumps(self.describe(), sort_keys=True, default=str).encode()
+        ).hexdigest()
+
+    def _compile(self) -> None:
+        order: list[StepNode] = []
+
+        def visit(node: StepNode, parent: StepNode | None, path: str, depth: int) -> None:
+            if node.action in self.by_action:
+                raise CompositionError(f"Step {node.action} is already defined in workflow.")
+            node.id = f"{path}.{node.action}"
+            node.depth = depth
+            node.tree_parent = parent
+            node.index = len(order)
+            self.by_action[node.action] = node
+            order.append(node)
+            for child in node.tree_children:
+                visit(child, node, node.id, depth + 1)
+
+        for root in self.roots:
+            visit(root, None, ROOT_ID, 1)
+        self.nodes = order
+
+        deps: list[set[int]] = [set() for _ in order]
+        deps_resolved: list[bool] = [False] * len(order)
+
+        def deps_of(node: StepNode) -> set[int]:
+            if deps_resolved[node.index]:
+                return deps[node.index]
+            parent = node.tree_parent
+            if parent is None:
+                result: set[int] = set()
+            elif parent.options.no_wait:
+                result = set(deps_of(parent))
+            else:
+                siblings = parent.tree_parent.tree_children if parent.tree_parent else self.roots
+                result = {s.index for s in siblings}
+            deps[node.index] = result
+            deps_resolved[node.index] = True
+            return result
+
+        for node in order:
+            deps_of(node)
+        dependents: list[set[int]] = [set() for _ in order]
+        comp_after: list[set[int]] = [set() for _ in order]
+        for node in order:
+            for d in deps[node.index]:
+                dependents[d].add(node.index)
+                comp_after[d].add(node.index)
+            for child in node.tree_children:
+                comp_after[node.index].add(child.index)
+        comp_before: list[set[int]] = [set() for _ in order]
+        for i, after in enumerate(comp_after):
+            for j in after:
+                comp_before[j].add(i)
+        for node in order:
+            node.deps_count = len(deps[node.index])
+            node.dependents = tuple(sorted(dependents[node.index]))
+            node.comp_after = tuple(sorted(comp_after[node.index]))
+            node.comp_before = tuple(sorted(comp_before[node.index]))
+
+    def describe(self) -> dict:
+        """The nested definition tree (Medusa's ``definition`` shape)."""
+
+        def tree(node: StepNode) -> dict:
+            data = node.definition()
+            if node.tree_children:
+                kids = [tree(c) for c in node.tree_children]
+                data["next"] = kids[0] if len(kids) == 1 else kids
+            return data
+
+        kids = [tree(r) for r in self.roots]
+        return {"next": kids[0] if len(kids) == 1 else kids} if kids else {}
+
+    def signature(self) -> str:
+        """Identity of the definition, ignoring handler object identity (for re-registration)."""
+
+        def fn_name(fn: Any) -> str:
+            return getattr(fn, "__qualname__", repr(type(fn))) if fn else ""
+
+        parts = [
+            (n.id, n.operation, fn_name(n.invoke_fn), fn_name(n.compensate_fn), n.definition())
+            for n in self.nodes
+        ]
+        return json.dumps([parts, self.options], sort_keys=True, default=str)

@@ -1,0 +1,53 @@
+"""Process-wide defaults the orchestrator runs with.
+
+Outside Django they are in-memory. ``workflows_app.apps`` replaces the storage and the
+scheduler and pushes the ``WORKFLOWS`` settings in here, so that neither ``sdk/`` nor
+this package imports Django.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from .scheduler import Scheduler, ThreadScheduler
+from .storage import InMemoryStorage, Storage
+
+
+class Runtime:
+    def __init__(self) -> None:
+        self.storage: Storage = InMemoryStorage()
+        self.scheduler: Scheduler = ThreadScheduler()
+        self.parallel_threads = 4
+        self.max_payload_bytes: int | None = None
+        self.redactor: Any = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def pool(self) -> ThreadPoolExecutor:
+        pool = self._pool
+        if pool is None:
+            with self._lock:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(
+                        max_workers=max(self.parallel_threads, 1),
+                        thread_name_prefix="workflows-step",
+                    )
+                pool = self._pool
+        return pool
+
+    def configure(self, **values: Any) -> None:
+        """Set defaults; a new ``parallel_threads`` replaces the thread pool."""
+        for name, value in values.items():
+            if not hasattr(self, name) or name.startswith("_"):
+                raise AttributeError(f"Unknown runtime setting {name!r}")
+            setattr(self, name, value)
+        if "parallel_threads" in values:
+            with self._lock:
+                old, self._pool = self._pool, None
+            if old is not None:
+                old.shutdown(wait=False)
+
+
+runtime = Runtime()

@@ -1,0 +1,224 @@
+"""One execution of a flow: per-step runtime state, the shared context and the errors."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from .definition import ROOT_ID, FlowDefinition, StepNode
+from .errors import StepError
+from .states import FINISHED_STATES, StepState, StepStatus, TransactionState
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class StepRun:
+    """Runtime state of one step in one transaction (Medusa's ``TransactionStep``)."""
+
+    __slots__ = (
+        "attempts",
+        "comp_state",
+        "comp_status",
+        "failures",
+        "has_scheduled_retry",
+        "invoke_state",
+        "invoke_status",
+        "last_attempt",
+        "node",
+        "retry_rescheduled_at",
+        "started_at",
+        "step_failed",
+        "temporary_failed_at",
+        "timed_out_at",
+    )
+
+    def __init__(self, node: StepNode):
+        self.node = node
+        self.invoke_state = StepState.NOT_STARTED
+        self.invoke_status = StepStatus.IDLE
+        self.comp_state = StepState.DORMANT
+        self.comp_status = StepStatus.IDLE
+        self.attempts = 0
+        self.failures = 0
+        self.last_attempt: int | None = None
+        self.started_at: int | None = None
+        self.step_failed = False
+        self.temporary_failed_at: int | None = None
+        self.timed_out_at: int | None = None
+        self.retry_rescheduled_at: int | None = None
+        self.has_scheduled_retry = False
+
+    @property
+    def id(self) -> str:
+        return self.node.id
+
+    @property
+    def action(self) -> str:
+        return self.node.action
+
+    @property
+    def handler_type(self) -> str:
+        return "compensate" if self.step_failed else "invoke"
+
+    @property
+    def state(self) -> StepState:
+        return self.comp_state if self.step_failed else self.invoke_state
+
+    @property
+    def status(self) -> StepStatus:
+        return self.comp_status if self.step_failed else self.invoke_status
+
+    def to_flow(self) -> dict:
+        node = self.node
+        data = {
+            "id": node.id,
+            "depth": node.depth,
+            "definition": node.definition(),
+            "invoke": {"state": str(self.invoke_state), "status": str(self.invoke_status)},
+            "compensate": {"state": str(self.comp_state), "status": str(self.comp_status)},
+            "attempts": self.attempts,
+            "failures": self.failures,
+            "lastAttempt": self.last_attempt,
+            "startedAt": self.started_at,
+            "saveResponse": node.options.save_response,
+            "stepFailed": self.step_failed,
+            "next": [child.id for child in node.tree_children],
+        }
+        for key, value in (
+            ("temporaryFailedAt", self.temporary_failed_at),
+            ("timedOutAt", self.timed_out_at),
+            ("retryRescheduledAt", self.retry_rescheduled_at),
+        ):
+            if value is not None:
+                data[key] = value
+        if self.has_scheduled_retry:
+            data["hasScheduledRetry"] = True
+        return data
+
+    def __repr__(self) -> str:
+        return f"<StepRun {self.node.id} {self.state}/{self.status}>"
+
+
+class Transaction:
+    """A running or finished execution (Medusa's ``DistributedTransaction``)."""
+
+    def __init__(
+        self,
+        definition: FlowDefinition,
+        *,
+        transaction_id: str,
+        run_id: str,
+        payload: Any,
+        context: dict | None = None,
+        metadata: dict | None = None,
+        container: Any = None,
+        stored: bool = False,
+    ):
+        self.definition = definition
+        self.workflow_id = definition.workflow_id
+        self.transaction_id = transaction_id
+        self.run_id = run_id
+        self.payload = payload
+        self.context = context if context is not None else {}
+        self.metadata = metadata if metadata is not None else {}
+        self.container = container
+        self.stored = stored
+        self.state = TransactionState.NOT_STARTED
+        self.steps = [StepRun(node) for node in definition.nodes]
+        self.invoke: dict[str, Any] = {}
+        self.compensate: dict[str, Any] = {}
+        self.errors: list[StepError] = []
+        self.started_at: int | None = None
+        self.ended_at: int | None = None
+        self.timed_out_at: int | None = None
+        self.cancelled_at: int | None = None
+        self.has_failed_steps = False
+        self.has_skipped_steps = False
+        self.has_skipped_on_failure_steps = False
+        self.has_reverted_steps = False
+        self.has_waiting_steps = False
+        # Scheduling bookkeeping (never persisted; rebuilt on load).
+        self.pending = list(definition.deps_counts)
+        self.unsettled = len(self.steps)
+        self.ready: list[int] = []
+        self.waiting: set[int] = set()
+        self.paused: list[int] = []
+        self.scheduled: set[int] = set()
+        self.comp_pending: list[int] = []
+        self.comp_unsettled = 0
+        self.comp_failed = False
+        self.last_settled: StepRun | None = None
+        self.result: Any = None
+        self.result_from: str | None = None
+        self.transform_cache: dict[int, Any] = {}
+        self.events: dict[str, Any] | None = None
+        self.replay: dict[tuple[int, str, int], Any] = {}
+        self.nested: dict[str, Any] = {}
+        self.storage_handle: Any = None
+        self.on_step_recorded: Any = None
+
+    # Public API (Medusa's getters, in snake_case)
+
+    def get_state(self) -> TransactionState:
+        return self.state
+
+    def has_finished(self) -> bool:
+        return self.state in FINISHED_STATES
+
+    @property
+    def is_partially_completed(self) -> bool:
+        return self.state is TransactionState.DONE and (
+            self.has_failed_steps or self.has_skipped_on_failure_steps
+        )
+
+    @property
+    def model_id(self) -> str:
+        return self.workflow_id
+
+    def get_context(self) -> dict:
+        return {"payload": self.payload, "invoke": self.invoke, "compensate": self.compensate}
+
+    def get_errors(self, handler_type: str | None = None) -> list[StepError]:
+        if handler_type is None:
+            return list(self.errors)
+        return [e for e in self.errors if e.handler_type == handler_type]
+
+    def get_step(self, action: str) -> StepRun:
+        return self.steps[self.definition.by_action[action].index]
+
+    def get_step_result(self, action: str, handler_type: str = "invoke") -> Any:
+        store = self.invoke if handler_type == "invoke" else self.compensate
+        entry = store.get(action)
+        return None if entry is None else entry.get("output")
+
+    def get_flow(self) -> dict:
+        """The flow as a dict with Medusa's camelCase keys (the ``execution`` column)."""
+        steps: dict[str, Any] = {
+            ROOT_ID: {"id": ROOT_ID, "next": [n.id for n in self.definition.roots]}
+        }
+        for run in self.steps:
+            steps[run.node.id] = run.to_flow()
+        return {
+            "modelId": self.workflow_id,
+            "options": self.definition.options,
+            "metadata": self.metadata,
+            "transactionId": self.transaction_id,
+            "runId": self.run_id,
+            "state": str(self.state),
+            "startedAt": self.started_at,
+            "timedOutAt": self.timed_out_at,
+            "cancelledAt": self.cancelled_at,
+            "hasAsyncSteps": self.definition.has_async,
+            "hasFailedSteps": self.has_failed_steps,
+            "hasSkippedSteps": self.has_skipped_steps,
+            "hasSkippedOnFailureSteps": self.has_skipped_on_failure_steps,
+            "hasWaitingSteps": self.has_waiting_steps,
+            "hasRevertedSteps": self.has_reverted_steps,
+            "definition": self.definition.describe(),
+            "steps": steps,
+        }
+
+    def __repr__(self) -> str:
+        return f"<Transaction {self.workflow_id}:{self.transaction_id} {self.state}>"
