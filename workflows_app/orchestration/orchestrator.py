@@ -294,6 +294,7 @@ class Orchestrator:
                 if node.options.no_compensation or node.compensate_fn is None:
                     run.comp_state = StepState.REVERTED
                     run.comp_status = StepStatus.OK
+                    tx.has_reverted_steps = True
                     self._settle_compensation(tx, run)
                     continue
                 run.comp_state = StepState.COMPENSATING
@@ -579,9 +580,13 @@ class Orchestrator:
     # Compensation
 
     def _begin_compensation(self, tx: Transaction) -> None:
+        """Flag the steps to compensate and release those nothing ran after.
+
+        Every step takes part in the countdown, flagged or not, so the order holds
+        through steps that were skipped or never started.
+        """
         tx.state = TransactionState.COMPENSATING
         steps = tx.steps
-        flagged: list[StepRun] = []
         for run in steps:
             if (
                 run.invoke_state is StepState.DONE
@@ -593,14 +598,20 @@ class Orchestrator:
                 run.failures = 0
                 run.last_attempt = None
                 run.comp_state = StepState.NOT_STARTED
-                flagged.append(run)
-        pending = [0] * len(steps)
-        for run in flagged:
-            pending[run.node.index] = sum(1 for j in run.node.comp_after if steps[j].step_failed)
-        tx.comp_pending = pending
-        tx.comp_unsettled = len(flagged)
-        tx.ready = [run.node.index for run in flagged if pending[run.node.index] == 0]
+        tx.comp_pending = [len(run.node.comp_after) for run in steps]
+        tx.comp_unsettled = len(steps)
+        tx.ready = []
         self._emit(tx, "on_compensate_begin")
+        for run in steps:
+            if not run.node.comp_after:
+                self._release_compensation(tx, run)
+
+    def _release_compensation(self, tx: Transaction, run: StepRun) -> None:
+        """Everything after ``run`` is compensated: queue it, or pass through if unflagged."""
+        if run.step_failed:
+            tx.ready.append(run.node.index)
+        else:
+            self._settle_compensation(tx, run)
 
     def _apply_compensation(self, tx: Transaction, job: _Attempt) -> None:
         run = job.run
@@ -641,16 +652,20 @@ class Orchestrator:
         self._settle_compensation(tx, run)
 
     def _settle_compensation(self, tx: Transaction, run: StepRun) -> None:
-        tx.comp_unsettled -= 1
-        tx.has_reverted_steps = tx.has_reverted_steps or run.comp_state is StepState.REVERTED
+        stack = [run]
         pending = tx.comp_pending
         steps = tx.steps
-        for index in run.node.comp_before:
-            before = steps[index]
-            if before.step_failed and before.comp_state is StepState.NOT_STARTED:
+        while stack:
+            current = stack.pop()
+            tx.comp_unsettled -= 1
+            for index in current.node.comp_before:
                 pending[index] -= 1
                 if pending[index] == 0:
-                    tx.ready.append(index)
+                    before = steps[index]
+                    if before.step_failed:
+                        tx.ready.append(index)
+                    else:
+                        stack.append(before)
 
     # Finishing
 
