@@ -1,17 +1,40 @@
 """AppConfig: installs storage and scheduling into the orchestrator and discovers workflows."""
 
 from django.apps import AppConfig
-from django.utils.translation import gettext_lazy as _
+from django.utils.functional import lazy
+
+
+def _section_label() -> str:
+    from .conf import workflows_settings
+
+    return str(workflows_settings.ADMIN_SECTION_LABEL)
 
 
 class WorkflowsAppConfig(AppConfig):
     name = "workflows_app"
-    verbose_name = _("Settings")
+    verbose_name = lazy(_section_label, str)()
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
         from django.utils.module_loading import autodiscover_modules
 
         from . import checks  # noqa: F401  (registers the system checks)
+        from .conf import workflows_settings
+        from .orchestration import runtime
+        from .redaction import Redactor
+        from .storage import OrmStorage
 
+        def apply_settings() -> None:
+            # Invalid values are reported by the system checks; keep the old ones here.
+            threads = workflows_settings.PARALLEL_THREADS
+            keys = workflows_settings.REDACT_KEYS
+            runtime.configure(
+                parallel_threads=threads if isinstance(threads, int) and threads > 0 else 4,
+                max_payload_bytes=workflows_settings.MAX_PAYLOAD_BYTES,
+                redactor=Redactor(keys if isinstance(keys, list | tuple) else ()),
+            )
+
+        runtime.configure(storage=OrmStorage())
+        apply_settings()
+        workflows_settings.on_reload(apply_settings)
         autodiscover_modules("workflows")

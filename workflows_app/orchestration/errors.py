@@ -41,6 +41,10 @@ class TransactionTimeoutError(WorkflowsError):
     """The transaction ran longer than the workflow's ``timeout``."""
 
 
+class TransactionCanceledError(WorkflowsError):
+    """The transaction was canceled while this step waited for a response."""
+
+
 class NonSerializableCheckpointError(WorkflowsError):
     """A value that must be stored cannot be encoded as JSON."""
 

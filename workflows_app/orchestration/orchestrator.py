@@ -26,7 +26,9 @@ from .errors import (
     NonSerializableCheckpointError,
     PayloadTooLargeError,
     PermanentStepFailureError,
+    StaleTransactionError,
     StepError,
+    TransactionCanceledError,
     TransactionStepTimeoutError,
     TransactionTimeoutError,
     serialize_error,
@@ -48,6 +50,11 @@ _SKIP = "skip"
 _WAIT = "wait"
 
 _local = threading.local()
+
+# Error names that end a step at once, also when replayed from a stored record.
+_PERMANENT_ERRORS = frozenset(
+    {"PermanentStepFailure", "NonSerializableCheckpointError", "PayloadTooLargeError"}
+)
 
 
 def run_coroutine(coro: Any) -> Any:
@@ -177,6 +184,20 @@ class Orchestrator:
         if state is TransactionState.NOT_STARTED:
             tx.started_at = tx.cancelled_at
         tx.state = TransactionState.WAITING_TO_COMPENSATE
+        for index in list(tx.waiting):
+            run = tx.steps[index]
+            job = _Attempt(run, run.handler_type)
+            job.outcome = _ERROR
+            job.value = TransactionCanceledError(
+                f"Transaction {tx.transaction_id} was canceled while {run.action} waited."
+            )
+            job.started = job.ended = time.time()
+            if job.handler_type == COMPENSATE:
+                self._apply_compensation(tx, job)
+            else:
+                self._apply_failure(tx, job, permanent=True)
+        if tx.stored:
+            runtime.storage.checkpoint(tx)
         self._emit(tx, "on_resume")
         self._drive(tx)
         return tx
@@ -190,7 +211,12 @@ class Orchestrator:
         job.outcome, job.value = _OK, response
         job.started = job.ended = time.time()
         self._emit(tx, "on_resume")
-        self._apply(tx, job, from_outside=True)
+        try:
+            self._apply(tx, job, from_outside=True)
+        except StaleTransactionError as exc:
+            tx.stale = True
+            logger.info("Stopping %s:%s: %s", tx.workflow_id, tx.transaction_id, exc)
+            return tx
         self._drive(tx)
         return tx
 
@@ -211,7 +237,41 @@ class Orchestrator:
         job.outcome, job.value = _ERROR, error
         job.started = job.ended = time.time()
         self._emit(tx, "on_resume")
-        self._apply(tx, job, from_outside=True)
+        try:
+            self._apply(tx, job, from_outside=True)
+        except StaleTransactionError as exc:
+            tx.stale = True
+            logger.info("Stopping %s:%s: %s", tx.workflow_id, tx.transaction_id, exc)
+            return tx
+        self._drive(tx)
+        return tx
+
+    def check_waiting(self, tx: Transaction, action: str, handler_type: str) -> None:
+        """Raise ``InvalidStepStateError`` unless the step waits for a response."""
+        self._waiting_step(tx, action, handler_type, "set step response")
+
+    def retry_compensation(self, tx: Transaction) -> Transaction:
+        """Run the failed compensations of a ``failed`` transaction again."""
+        if tx.state is not TransactionState.FAILED:
+            raise InvalidTransactionStateError(
+                f"Only a failed transaction's compensation can be retried (state is {tx.state})."
+            )
+        failed = [run for run in tx.steps if run.step_failed and run.comp_state is StepState.FAILED]
+        if not failed:
+            raise InvalidTransactionStateError("No compensation failed in this transaction.")
+        tx.errors = [e for e in tx.errors if e.handler_type != COMPENSATE]
+        tx.comp_failed = False
+        tx.state = TransactionState.COMPENSATING
+        tx.comp_unsettled = len(failed)
+        tx.ready = []
+        for run in failed:
+            run.comp_state = StepState.NOT_STARTED
+            run.comp_status = StepStatus.IDLE
+            run.failures = 0
+            tx.ready.append(run.node.index)
+        if tx.stored:
+            runtime.storage.checkpoint(tx)
+        self._emit(tx, "on_resume")
         self._drive(tx)
         return tx
 
@@ -225,16 +285,70 @@ class Orchestrator:
         self._drive(tx)
         return tx
 
+    def fast_forward(self, tx: Transaction) -> Transaction:
+        """Apply a rebuilt transaction's recorded attempts, in order, without running
+        handlers, writing or emitting anything; steps with no record stay queued."""
+        events, tx.events = tx.events, None
+        try:
+            if tx.state is TransactionState.NOT_STARTED:
+                tx.state = TransactionState.INVOKING
+                tx.ready = list(tx.definition.root_indices)
+            while tx.replay:
+                state = tx.state
+                if state is TransactionState.INVOKING:
+                    if tx.cancelled_at and not any(k[1] == INVOKE for k in tx.replay):
+                        tx.state = TransactionState.WAITING_TO_COMPENSATE
+                        continue
+                    handler_type = INVOKE
+                elif state is TransactionState.WAITING_TO_COMPENSATE:
+                    if tx.waiting:
+                        break
+                    self._begin_compensation(tx)
+                    continue
+                elif state is TransactionState.COMPENSATING:
+                    handler_type = COMPENSATE
+                else:
+                    break
+                batch = [i for i in tx.ready if self._replayable(tx, i, handler_type)]
+                if not batch:
+                    break
+                chosen = set(batch)
+                tx.ready = [i for i in tx.ready if i not in chosen]
+                self._run_batch(tx, batch, handler_type)
+            if tx.cancelled_at and tx.state is TransactionState.INVOKING:
+                tx.state = TransactionState.WAITING_TO_COMPENSATE
+        finally:
+            tx.replay = {}
+            tx.events = events
+        return tx
+
+    @staticmethod
+    def _replayable(tx: Transaction, index: int, handler_type: str) -> bool:
+        run = tx.steps[index]
+        if (index, handler_type, run.attempts + 1) in tx.replay:
+            return True
+        node = run.node
+        return handler_type == COMPENSATE and (
+            node.options.no_compensation or node.compensate_fn is None
+        )
+
     # The loop
 
     def _drive(self, tx: Transaction) -> None:
+        try:
+            self._loop(tx)
+        except StaleTransactionError as exc:
+            tx.stale = True
+            logger.info("Stopping %s:%s: %s", tx.workflow_id, tx.transaction_id, exc)
+
+    def _loop(self, tx: Transaction) -> None:
         while True:
             state = tx.state
             if state is TransactionState.INVOKING:
                 if self._transaction_timed_out(tx):
                     self._timeout_transaction(tx)
                     continue
-                if tx.cancelled_at and not tx.replay:
+                if tx.cancelled_at:
                     tx.state = TransactionState.WAITING_TO_COMPENSATE
                     continue
                 if tx.ready:
@@ -325,6 +439,10 @@ class Orchestrator:
             record = tx.replay.pop((node.index, job.handler_type, run.attempts), None)
             if record is not None:
                 self._load_record(job, record)
+                if record.started_at is not None:
+                    run.last_attempt = record.started_at
+                    if run.attempts == 1:
+                        run.started_at = record.started_at
                 return
         if job.handler_type == INVOKE:
             for condition in node.conditions:
@@ -438,7 +556,7 @@ class Orchestrator:
         permanent = (
             permanent
             or isinstance(exc, PermanentStepFailureError)
-            or (isinstance(exc, dict) and exc.get("name") == "PermanentStepFailure")
+            or (isinstance(exc, dict) and exc.get("name") in _PERMANENT_ERRORS)
             or run.failures > node.options.max_retries
         )
         if not permanent:

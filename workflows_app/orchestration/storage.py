@@ -3,7 +3,8 @@
 Non-stored workflows never reach a storage. Stored ones call ``start`` once, then
 ``record_attempt`` for every finished step attempt (the checkpoint), ``save`` when a
 run stops without finishing (async hand-over, paused or scheduled retry) and
-``finish`` at the end. ``load`` returns a transaction to resume, or ``None``.
+``finish`` at the end; ``checkpoint`` writes the state without handing over (a
+cancel starting). ``load`` returns a transaction to resume, or ``None``.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ class Storage(Protocol):
 
     def save(self, tx: Transaction) -> None: ...
 
+    def checkpoint(self, tx: Transaction) -> None: ...
+
     def finish(self, tx: Transaction) -> None: ...
 
 
@@ -88,6 +91,12 @@ class InMemoryStorage:
 
     def save(self, tx: Transaction) -> None:
         return None
+
+    def checkpoint(self, tx: Transaction) -> None:
+        return None
+
+    def peek(self, definition: FlowDefinition, transaction_id: str) -> Transaction | None:
+        return self.load(definition, transaction_id)
 
     def finish(self, tx: Transaction) -> None:
         key = (tx.workflow_id, tx.transaction_id)

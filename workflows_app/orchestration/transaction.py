@@ -157,7 +157,7 @@ class Transaction:
         self.replay: dict[tuple[int, str, int], Any] = {}
         self.nested: dict[str, Any] = {}
         self.storage_handle: Any = None
-        self.on_step_recorded: Any = None
+        self.stale = False
 
     # Public API (Medusa's getters, in snake_case)
 

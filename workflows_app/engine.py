@@ -1,0 +1,467 @@
+"""The service layer: the one entry point for the admin, the API, commands and tasks.
+
+``workflow_engine`` ties the SDK's registry, the orchestrator and the ORM storage
+together (Medusa's Workflow Engine Module, in Python).
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from .models import StepExecution, WorkflowExecution
+from .orchestration import (
+    InvalidStepStateError,
+    StepResponse,
+    Transaction,
+    TransactionNotFound,
+    TransactionState,
+    WorkflowNotFound,
+    orchestrator,
+    runtime,
+)
+from .sdk import RunResult, Workflow, get_workflow, list_workflows
+from .status import FINISHED_STATES, UNFINISHED_STATES
+
+logger = logging.getLogger("workflows_app")
+
+FILTER_FIELDS = frozenset({"id", "workflow_id", "transaction_id", "run_id", "state", "status"})
+RANGE_FIELDS = frozenset({"created_at", "updated_at"})
+RANGE_LOOKUPS = frozenset({"gt", "gte", "lt", "lte"})
+ORDER_FIELDS = frozenset(
+    {"created_at", "updated_at", "id", "workflow_id", "transaction_id", "state", "duration_ms"}
+)
+EVENT_TYPES = (
+    "on_begin",
+    "on_resume",
+    "on_step_begin",
+    "on_step_success",
+    "on_step_failure",
+    "on_step_awaiting",
+    "on_compensate_begin",
+    "on_compensate_step_success",
+    "on_compensate_step_failure",
+    "on_timeout",
+    "on_finish",
+)
+
+Subscriber = Callable[[dict], Any]
+
+
+class ExecutionNotFound(TransactionNotFound):
+    """No stored execution has that id."""
+
+
+def acknowledgement(tx: Transaction) -> dict:
+    """The short answer about a run: where it is and whether it ended badly."""
+    return {
+        "transaction_id": tx.transaction_id,
+        "workflow_id": tx.workflow_id,
+        "run_id": tx.run_id,
+        "parent_step_idempotency_key": tx.metadata.get("parentStepIdempotencyKey"),
+        "has_finished": tx.has_finished(),
+        "has_failed": tx.state in (TransactionState.FAILED, TransactionState.REVERTED),
+        "state": str(tx.state),
+    }
+
+
+def parse_idempotency_key(key: str) -> tuple[str, str, str, str]:
+    """Split ``"<workflow>:<transaction>:<step>:<invoke|compensate>"``."""
+    parts = key.split(":") if isinstance(key, str) else []
+    if len(parts) != 4 or not all(parts):
+        raise ValueError(
+            f"Invalid idempotency key {key!r}: expected "
+            "'<workflow_id>:<transaction_id>:<step_id>:<invoke|compensate>'."
+        )
+    if parts[3] not in ("invoke", "compensate"):
+        raise InvalidStepStateError("Incorrect action type.")
+    return parts[0], parts[1], parts[2], parts[3]
+
+
+class WorkflowEngine:
+    """Run, resume, inspect and maintain workflow executions."""
+
+    def __init__(self) -> None:
+        self._subscribers: dict[str, dict[Any, tuple[Subscriber, str | None]]] = {}
+        self._lock = threading.Lock()
+
+    # Definitions
+
+    def get_workflow(self, workflow_id: str) -> Workflow:
+        return get_workflow(workflow_id)
+
+    def list_definitions(self) -> list[Workflow]:
+        return list_workflows()
+
+    def describe(self, workflow: Workflow) -> dict:
+        """A JSON-ready description of a definition (options, steps, hooks, graph)."""
+        definition = workflow.definition
+        steps = []
+        for node in definition.nodes:
+            steps.append(
+                {
+                    "id": node.id,
+                    "action": node.action,
+                    "depth": node.depth,
+                    "operation": node.operation,
+                    "definition": node.definition(),
+                    "next": [child.id for child in node.tree_children],
+                    "depends_on": [
+                        definition.nodes[i].id
+                        for i in range(len(definition.nodes))
+                        if node.index in definition.nodes[i].dependents
+                    ],
+                }
+            )
+        options = {k: v for k, v in workflow.options.items() if k != "name"}
+        return {
+            "name": workflow.name,
+            "options": options,
+            "steps": steps,
+            "hooks": [hook.name for hook in workflow.hooks],
+            "definition": definition.describe(),
+            "definition_hash": definition.hash,
+        }
+
+    # Running
+
+    def run(
+        self,
+        workflow_id: str,
+        input: Any = None,
+        transaction_id: str | None = None,
+        context: dict | None = None,
+        throw_on_error: bool = True,
+        events: dict[str, Callable[..., Any]] | None = None,
+    ) -> RunResult:
+        """Run a registered workflow by name, or resume its unfinished transaction."""
+        workflow = get_workflow(workflow_id)
+        tx = workflow.begin(input, transaction_id, context, events)
+        tx.events = self._events(tx, events)
+        if not tx.has_finished():
+            orchestrator.execute(tx)
+        return self._result(workflow, tx, throw_on_error)
+
+    def set_step_success(
+        self,
+        idempotency_key: str | None = None,
+        *,
+        workflow_id: str | None = None,
+        transaction_id: str | None = None,
+        step_id: str | None = None,
+        action: str = "invoke",
+        response: Any = None,
+        compensate_input: Any = None,
+    ) -> RunResult:
+        """Complete a step waiting for a response and continue its transaction."""
+        workflow, tx, step_id, action = self._waiting(
+            idempotency_key, workflow_id, transaction_id, step_id, action
+        )
+        value = response if compensate_input is None else StepResponse(response, compensate_input)
+        orchestrator.set_step_success(tx, step_id, action, value)
+        return self._result(workflow, tx, throw_on_error=False)
+
+    def set_step_failure(
+        self,
+        idempotency_key: str | None = None,
+        *,
+        workflow_id: str | None = None,
+        transaction_id: str | None = None,
+        step_id: str | None = None,
+        action: str = "invoke",
+        error: Any = None,
+        force_permanent_failure: bool = False,
+    ) -> RunResult:
+        """Fail a step waiting for a response (its retries apply unless forced)."""
+        workflow, tx, step_id, action = self._waiting(
+            idempotency_key, workflow_id, transaction_id, step_id, action
+        )
+        orchestrator.set_step_failure(
+            tx, step_id, action, error or {"message": "Step failed"}, force_permanent_failure
+        )
+        return self._result(workflow, tx, throw_on_error=False)
+
+    def retry_step(
+        self,
+        idempotency_key: str | None = None,
+        *,
+        workflow_id: str | None = None,
+        transaction_id: str | None = None,
+        step_id: str | None = None,
+        action: str = "invoke",
+    ) -> RunResult:
+        """Invoke a step that is waiting for a response once more."""
+        workflow, tx, step_id, action = self._waiting(
+            idempotency_key, workflow_id, transaction_id, step_id, action
+        )
+        orchestrator.retry_step(tx, step_id, action)
+        return self._result(workflow, tx, throw_on_error=False)
+
+    def cancel(self, workflow_id: str, transaction_id: str) -> RunResult:
+        """Revert a running or ``done`` transaction through compensation."""
+        workflow = get_workflow(workflow_id)
+        tx = runtime.storage.load(workflow.definition, transaction_id, include_finished=True)
+        if tx is None:
+            raise TransactionNotFound(f"Transaction {transaction_id} could not be found.")
+        tx.events = self._events(tx, None)
+        orchestrator.cancel(tx)
+        return self._result(workflow, tx, throw_on_error=False)
+
+    def retry_compensation(self, workflow_id: str, transaction_id: str) -> RunResult:
+        """Run the failed compensations of a ``failed`` transaction again."""
+        workflow = get_workflow(workflow_id)
+        tx = runtime.storage.load(workflow.definition, transaction_id, include_finished=True)
+        if tx is None:
+            raise TransactionNotFound(f"Transaction {transaction_id} could not be found.")
+        tx.events = self._events(tx, None)
+        orchestrator.retry_compensation(tx)
+        return self._result(workflow, tx, throw_on_error=False)
+
+    def rerun(self, execution_id: str, throw_on_error: bool = False) -> RunResult:
+        """Run a stored execution's workflow again with the same input (new transaction)."""
+        execution = self.retrieve_workflow_execution(execution_id)
+        return self.run(
+            execution.workflow_id, input=execution.input_payload, throw_on_error=throw_on_error
+        )
+
+    def get_running_transaction(self, workflow_id: str, transaction_id: str) -> Transaction | None:
+        """The unfinished stored transaction, without taking it over, or ``None``."""
+        workflow = get_workflow(workflow_id)
+        return runtime.storage.peek(workflow.definition, transaction_id)
+
+    # Stored executions
+
+    def list_workflow_executions(
+        self,
+        filters: dict[str, Any] | None = None,
+        q: str | None = None,
+        order: str | list[str] | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> QuerySet[WorkflowExecution]:
+        """Stored executions, filtered, searched and ordered (newest first by default)."""
+        queryset = WorkflowExecution.objects.all()
+        for key, value in (filters or {}).items():
+            field, _, lookup = key.partition("__")
+            if field in FILTER_FIELDS and not lookup:
+                if isinstance(value, list | tuple | set | frozenset):
+                    queryset = queryset.filter(**{f"{field}__in": list(value)})
+                else:
+                    queryset = queryset.filter(**{field: value})
+            elif field in RANGE_FIELDS and (lookup in RANGE_LOOKUPS or not lookup):
+                if isinstance(value, dict):
+                    for op, bound in value.items():
+                        if op not in RANGE_LOOKUPS:
+                            raise ValueError(f"Unknown range operator {op!r} for {field}.")
+                        queryset = queryset.filter(**{f"{field}__{op}": bound})
+                else:
+                    queryset = queryset.filter(**{key: value})
+            else:
+                raise ValueError(f"Cannot filter executions on {key!r}.")
+        if q:
+            queryset = queryset.filter(
+                Q(id__icontains=q)
+                | Q(workflow_id__icontains=q)
+                | Q(transaction_id__icontains=q)
+                | Q(run_id__icontains=q)
+                | Q(state__icontains=q)
+            )
+        orders = [order] if isinstance(order, str) else list(order or ["-created_at", "-id"])
+        for item in orders:
+            if item.lstrip("-") not in ORDER_FIELDS:
+                raise ValueError(f"Cannot order executions by {item!r}.")
+        queryset = queryset.order_by(*orders)
+        start = offset or 0
+        if limit is not None:
+            return queryset[start : start + limit]
+        return queryset[start:] if start else queryset
+
+    def retrieve_workflow_execution(self, id: str) -> WorkflowExecution:
+        """One stored execution by its ``wf_exec_...`` id."""
+        try:
+            return WorkflowExecution.objects.get(pk=id)
+        except WorkflowExecution.DoesNotExist:
+            raise ExecutionNotFound(f"Workflow execution {id} could not be found.") from None
+
+    def clear_expired_executions(
+        self, batch_size: int = 10000, progress: Callable[[int], Any] | None = None
+    ) -> int:
+        """Delete finished executions whose retention is over, in batches."""
+        now = timezone.now()
+        total = 0
+        base = WorkflowExecution.objects.filter(
+            retention_time__isnull=False, state__in=FINISHED_STATES, updated_at__lte=now
+        )
+        cursor_time = None
+        while True:
+            candidates = base
+            if cursor_time is not None:
+                candidates = candidates.filter(updated_at__gte=cursor_time)
+            rows = list(
+                candidates.order_by("updated_at").values_list("pk", "updated_at", "retention_time")[
+                    :batch_size
+                ]
+            )
+            if not rows:
+                break
+            expired = [
+                pk
+                for pk, updated_at, retention in rows
+                if updated_at + datetime.timedelta(seconds=retention) <= now
+            ]
+            if expired:
+                StepExecution.objects.filter(execution_id__in=expired).delete()
+                WorkflowExecution.objects.filter(pk__in=expired, state__in=FINISHED_STATES).delete()
+                total += len(expired)
+                if progress is not None:
+                    progress(total)
+            if len(rows) < batch_size:
+                break
+            last = rows[-1][1]
+            if cursor_time == last and not expired:
+                break
+            cursor_time = last
+        return total
+
+    def recover(self, now: datetime.datetime | None = None, limit: int = 1000) -> int:
+        """Resume unfinished executions whose worker's lease expired; returns the count."""
+        from .storage import OrmStorage
+
+        storage = runtime.storage
+        if not isinstance(storage, OrmStorage):
+            return 0
+        now = now or timezone.now()
+        rows = WorkflowExecution.objects.filter(
+            state__in=UNFINISHED_STATES, lease_expires_at__lt=now
+        ).order_by("lease_expires_at")[:limit]
+        recovered = 0
+        for row in rows:
+            try:
+                workflow = get_workflow(row.workflow_id)
+            except WorkflowNotFound:
+                logger.warning(
+                    "Cannot recover %s: workflow %s is not registered", row.pk, row.workflow_id
+                )
+                continue
+            tx = storage.claim(workflow.definition, row, now)
+            if tx is None:
+                continue
+            tx.events = self._events(tx, None)
+            try:
+                orchestrator.execute(tx)
+            except Exception:
+                logger.exception("Recovering %s failed", row.pk)
+                continue
+            recovered += 1
+        return recovered
+
+    # Subscriptions
+
+    def subscribe(
+        self,
+        workflow_id: str,
+        subscriber: Subscriber,
+        transaction_id: str | None = None,
+        subscriber_id: str | None = None,
+    ) -> None:
+        """Call ``subscriber(event_dict)`` for events of the workflow (or one transaction)."""
+        with self._lock:
+            subscribers = self._subscribers.setdefault(workflow_id, {})
+            subscribers[subscriber_id or subscriber] = (subscriber, transaction_id)
+
+    def unsubscribe(
+        self,
+        workflow_id: str,
+        subscriber_or_id: Subscriber | str,
+        transaction_id: str | None = None,
+    ) -> None:
+        with self._lock:
+            subscribers = self._subscribers.get(workflow_id, {})
+            subscribers.pop(subscriber_or_id, None)
+            for key, (function, _tx) in list(subscribers.items()):
+                if function is subscriber_or_id:
+                    subscribers.pop(key, None)
+
+    # Internals
+
+    def _waiting(
+        self,
+        idempotency_key: str | None,
+        workflow_id: str | None,
+        transaction_id: str | None,
+        step_id: str | None,
+        action: str,
+    ) -> tuple[Workflow, Transaction, str, str]:
+        if idempotency_key:
+            workflow_id, transaction_id, step_id, action = parse_idempotency_key(idempotency_key)
+        if not (workflow_id and transaction_id and step_id):
+            raise ValueError("Give an idempotency key, or workflow_id, transaction_id and step_id.")
+        if action not in ("invoke", "compensate"):
+            raise InvalidStepStateError("Incorrect action type.")
+        workflow = get_workflow(workflow_id)
+        peeked = runtime.storage.peek(workflow.definition, transaction_id)
+        if peeked is None:
+            raise TransactionNotFound(f"Transaction {transaction_id} could not be found.")
+        orchestrator.check_waiting(peeked, step_id, action)
+        tx = runtime.storage.load(workflow.definition, transaction_id)
+        if tx is None:
+            raise TransactionNotFound(f"Transaction {transaction_id} could not be found.")
+        tx.events = self._events(tx, None)
+        return workflow, tx, step_id, action
+
+    def _result(self, workflow: Workflow, tx: Transaction, throw_on_error: bool) -> RunResult:
+        result = workflow.result_of(tx, throw_on_error=throw_on_error)
+        result.acknowledgement = acknowledgement(tx)
+        return result
+
+    def _events(self, tx: Transaction, events: dict | None) -> dict | None:
+        subscribers = self._subscribers.get(tx.workflow_id)
+        if not subscribers:
+            return events
+        engine = self
+
+        def dispatcher(name: str) -> Callable[..., None]:
+            own = (events or {}).get(name)
+
+            def dispatch(transaction: Transaction, **kwargs: Any) -> None:
+                if own is not None:
+                    own(transaction=transaction, **kwargs)
+                engine._notify(name, transaction, kwargs)
+
+            return dispatch
+
+        return {name: dispatcher(name) for name in EVENT_TYPES}
+
+    def _notify(self, name: str, tx: Transaction, kwargs: dict) -> None:
+        step = kwargs.get("step")
+        payload = {
+            "event_type": name,
+            "workflow_id": tx.workflow_id,
+            "transaction_id": tx.transaction_id,
+            "state": str(tx.state),
+            "step": step.action if step is not None else None,
+            "response": kwargs.get("result") if step is not None else None,
+            "result": kwargs.get("result") if name == "on_finish" else None,
+            "errors": [e.to_dict() for e in kwargs.get("errors") or []],
+        }
+        with self._lock:
+            targets = list(self._subscribers.get(tx.workflow_id, {}).items())
+        for key, (function, transaction_id) in targets:
+            if transaction_id is not None and transaction_id != tx.transaction_id:
+                continue
+            try:
+                function(payload)
+            except Exception:
+                logger.exception("Subscriber of %s failed on %s", tx.workflow_id, name)
+            if name == "on_finish" and transaction_id is not None:
+                with self._lock:
+                    self._subscribers.get(tx.workflow_id, {}).pop(key, None)
+
+
+workflow_engine = WorkflowEngine()

@@ -1,0 +1,489 @@
+"""Checkpoint storage on the Django ORM (the orchestrator's storage protocol).
+
+Rows are written as SPEC 5.2 says: the execution row when a run starts, one
+``StepExecution`` row per finished attempt (the checkpoint, in ``step`` durability),
+the execution row again when a run hands over or ends. A transaction is rebuilt by
+replaying its step rows through the orchestrator, so completed steps never run twice.
+
+Every write of the execution row is a compare-and-set on ``version``; a second
+executor of a step attempt collides with the unique step-attempt constraint. Either
+way the stale writer gets ``StaleTransactionError`` and stops its branch.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import socket
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from .conf import workflows_settings
+from .models import StepExecution, WorkflowExecution, new_execution_id
+from .orchestration import (
+    AttemptRecord,
+    FlowDefinition,
+    NonSerializableCheckpointError,
+    PayloadTooLargeError,
+    StaleTransactionError,
+    StepError,
+    Transaction,
+    TransactionAlreadyStarted,
+    TransactionState,
+    orchestrator,
+    serialization,
+)
+from .redaction import Redactor, mask_sensitive
+from .status import FINISHED_STATES
+
+_UTC = datetime.UTC
+
+
+def _dt(ms: int | None) -> datetime.datetime | None:
+    return None if ms is None else datetime.datetime.fromtimestamp(ms / 1000, tz=_UTC)
+
+
+def _ms(value: datetime.datetime | None) -> int | None:
+    return None if value is None else int(value.timestamp() * 1000)
+
+
+def execution_status(tx: Transaction) -> str:
+    """The log status of an execution, from its state and how it ended."""
+    state = tx.state
+    if state not in FINISHED_STATES:
+        return "RUNNING"
+    if state == TransactionState.DONE:
+        return "COMPLETED"
+    if tx.cancelled_at:
+        return "CANCELED"
+    if tx.timed_out_at:
+        return "TIMED_OUT"
+    return "FAILED"
+
+
+def retention_for(options: dict, state: str) -> int | None:
+    """Seconds to keep a finished execution (``None``: delete it at the end)."""
+    retention = options.get("retention_time")
+    if isinstance(retention, dict):
+        value = retention.get(str(state))
+        return None if value is None else int(value)
+    return None if retention is None else int(retention)
+
+
+@dataclass
+class _Handle:
+    """What the storage remembers about a transaction it holds."""
+
+    pk: str
+    version: int
+    lease_until: float = 0.0
+    waiting: set = field(default_factory=set)
+    buffer: list = field(default_factory=list)
+
+
+class OrmStorage:
+    """Stores transactions of ``store=True`` workflows in the default database."""
+
+    def __init__(self) -> None:
+        self._owner = ""
+        self._owner_pid = 0
+
+    # Configuration read on each use, so override_settings applies.
+
+    @property
+    def owner(self) -> str:
+        """This process's identity in leases (recomputed after a fork)."""
+        pid = os.getpid()
+        if pid != self._owner_pid:
+            self._owner = f"{socket.gethostname()}:{pid}:{uuid.uuid4().hex[:8]}"
+            self._owner_pid = pid
+        return self._owner
+
+    @staticmethod
+    def _redactor() -> Redactor:
+        return Redactor(workflows_settings.REDACT_KEYS)
+
+    @staticmethod
+    def _lease_seconds() -> float:
+        return float(workflows_settings.LEASE_SECONDS)
+
+    def _check_payload(self, what: str, value: Any) -> None:
+        try:
+            size = len(serialization.dumps(value).encode())
+        except (TypeError, ValueError) as exc:
+            raise NonSerializableCheckpointError(
+                f"{what} cannot be stored as JSON: {exc}. Workflow inputs and step outputs "
+                "must be JSON-serialisable."
+            ) from None
+        limit = workflows_settings.MAX_PAYLOAD_BYTES
+        if limit and size > limit:
+            raise PayloadTooLargeError(
+                f"{what} is {size} bytes, more than WORKFLOWS['MAX_PAYLOAD_BYTES'] ({limit})."
+            )
+
+    # Protocol
+
+    def start(self, tx: Transaction) -> None:
+        self._check_payload(f"The input of workflow {tx.workflow_id}", tx.payload)
+        redact = self._redactor()
+        now = timezone.now()
+        lease = self._lease_seconds()
+        payload = redact(tx.payload)
+        tx.metadata["context"] = tx.context
+        row = WorkflowExecution(
+            id=new_execution_id(),
+            workflow_id=tx.workflow_id,
+            transaction_id=tx.transaction_id,
+            run_id=tx.run_id,
+            state=TransactionState.INVOKING,
+            status="RUNNING",
+            execution=redact(tx.get_flow()),
+            context={"data": {"payload": payload, "invoke": {}, "compensate": {}}, "errors": []},
+            input_payload=payload,
+            started_at=now,
+            definition_hash=tx.definition.hash,
+            parent_step_idempotency_key=tx.metadata.get("parentStepIdempotencyKey", ""),
+            owner=self.owner,
+            lease_expires_at=now + datetime.timedelta(seconds=lease),
+            version=0,
+            created_at=now,
+            updated_at=now,
+        )
+        try:
+            self._atomic_if_nested(lambda: row.save(force_insert=True))
+        except IntegrityError:
+            raise TransactionAlreadyStarted(tx.transaction_id) from None
+        tx.started_at = _ms(now)
+        tx.storage_handle = _Handle(row.pk, 0, lease_until=now.timestamp() + lease)
+
+    def load(
+        self,
+        definition: FlowDefinition,
+        transaction_id: str,
+        *,
+        include_finished: bool = False,
+        claim: bool = True,
+    ) -> Transaction | None:
+        row = (
+            WorkflowExecution.objects.filter(
+                workflow_id=definition.workflow_id, transaction_id=transaction_id
+            )
+            .order_by("-created_at", "-id")
+            .first()
+        )
+        if row is None:
+            return None
+        finished = row.state in FINISHED_STATES
+        if finished and not include_finished:
+            return None
+        version = row.version
+        lease_until = 0.0
+        if claim and not finished:
+            now = timezone.now()
+            until = now + datetime.timedelta(seconds=self._lease_seconds())
+            claimed = (
+                WorkflowExecution.objects.filter(pk=row.pk, version=row.version)
+                .filter(Q(owner="") | Q(lease_expires_at__lt=now) | Q(owner=self.owner))
+                .update(owner=self.owner, lease_expires_at=until, version=F("version") + 1)
+            )
+            if not claimed:
+                raise TransactionAlreadyStarted(transaction_id)
+            version += 1
+            lease_until = until.timestamp()
+        return self.rebuild(definition, row, version=version, lease_until=lease_until)
+
+    def claim(
+        self, definition: FlowDefinition, row: WorkflowExecution, now: datetime.datetime
+    ) -> Transaction | None:
+        """Take over an execution whose lease expired before ``now`` (recovery)."""
+        lease = self._lease_seconds()
+        until = timezone.now() + datetime.timedelta(seconds=lease)
+        claimed = WorkflowExecution.objects.filter(
+            pk=row.pk, version=row.version, lease_expires_at__lt=now
+        ).update(owner=self.owner, lease_expires_at=until, version=F("version") + 1)
+        if not claimed:
+            return None
+        return self.rebuild(definition, row, version=row.version + 1, lease_until=until.timestamp())
+
+    def peek(self, definition: FlowDefinition, transaction_id: str) -> Transaction | None:
+        """The unfinished transaction, rebuilt without taking its lease."""
+        return self.load(definition, transaction_id, claim=False)
+
+    def rebuild(
+        self,
+        definition: FlowDefinition,
+        row: WorkflowExecution,
+        *,
+        version: int | None = None,
+        lease_until: float = 0.0,
+    ) -> Transaction:
+        """Turn a stored execution and its step rows back into a transaction."""
+        flow = row.execution or {}
+        metadata = dict(flow.get("metadata") or {})
+        context = metadata.get("context") or {}
+        tx = Transaction(
+            definition,
+            transaction_id=row.transaction_id,
+            run_id=row.run_id,
+            payload=row.input_payload,
+            context=context,
+            metadata=metadata,
+            stored=True,
+        )
+        tx.started_at = flow.get("startedAt") or _ms(row.started_at)
+        tx.cancelled_at = flow.get("cancelledAt")
+        tx.timed_out_at = flow.get("timedOutAt")
+        handle = _Handle(row.pk, row.version if version is None else version, lease_until)
+        tx.storage_handle = handle
+        by_path = {node.id: node for node in definition.nodes}
+        replay: dict[tuple[int, str, int], AttemptRecord] = {}
+        for step in row.step_executions.all().order_by("id"):
+            node = by_path.get(step.step_path)
+            if node is None:
+                continue
+            key = (node.index, step.handler_type, step.attempt)
+            replay[key] = AttemptRecord(
+                step_index=node.index,
+                step_id=step.step_id,
+                step_path=step.step_path,
+                handler_type=step.handler_type,
+                attempt=step.attempt,
+                status=step.status,
+                input=step.input,
+                output=step.output,
+                compensate_input=step.compensate_input,
+                error=step.error,
+                started_at=_ms(step.started_at),
+                ended_at=_ms(step.ended_at),
+                operation=step.operation,
+                iteration=step.iteration,
+                total_items=step.total_items,
+            )
+            if step.status == "WAITING":
+                handle.waiting.add(key)
+        tx.replay = replay
+        orchestrator.fast_forward(tx)
+        if row.state in FINISHED_STATES:
+            tx.state = TransactionState(row.state)
+            tx.result = row.output_payload
+            tx.ended_at = _ms(row.ended_at)
+            errors = (row.context or {}).get("errors") or []
+            tx.errors = [StepError.from_dict(e) for e in errors]
+        return tx
+
+    def record_attempt(self, tx: Transaction, record: AttemptRecord) -> None:
+        handle: _Handle = tx.storage_handle
+        redact = self._redactor()
+        sensitive = tx.definition.nodes[record.step_index].options.sensitive
+        values = {
+            "input": redact(mask_sensitive(record.input, sensitive, "input")),
+            "output": redact(mask_sensitive(record.output, sensitive, "output")),
+            "compensate_input": redact(
+                mask_sensitive(record.compensate_input, sensitive, "output")
+            ),
+            "error": record.error,
+            "status": record.status,
+            "started_at": _dt(record.started_at),
+            "ended_at": _dt(record.ended_at),
+            "duration_ms": (
+                None
+                if record.started_at is None or record.ended_at is None
+                else max(record.ended_at - record.started_at, 0)
+            ),
+        }
+        key = (record.step_index, record.handler_type, record.attempt)
+        if key in handle.waiting:
+            self._flush(tx)
+            StepExecution.objects.filter(
+                execution_id=handle.pk,
+                step_path=record.step_path,
+                handler_type=record.handler_type,
+                attempt=record.attempt,
+                iteration=record.iteration,
+            ).update(**values)
+            handle.waiting.discard(key)
+        else:
+            row = StepExecution(
+                execution_id=handle.pk,
+                step_id=record.step_id,
+                step_path=record.step_path,
+                step_name=record.step_id,
+                handler_type=record.handler_type,
+                operation=record.operation,
+                attempt=record.attempt,
+                iteration=record.iteration,
+                total_items=record.total_items,
+                **values,
+            )
+            if workflows_settings.DURABILITY == "boundary":
+                handle.buffer.append(row)
+            else:
+                try:
+                    self._atomic_if_nested(lambda: row.save(force_insert=True))
+                except IntegrityError:
+                    raise StaleTransactionError(
+                        f"Step {record.step_path} attempt {record.attempt} was already recorded "
+                        "by another executor."
+                    ) from None
+            if record.status == "WAITING":
+                handle.waiting.add(key)
+        self._renew_lease(tx)
+
+    def save(self, tx: Transaction) -> None:
+        """Hand-over point: the run stops without finishing and releases its lease."""
+        self._flush(tx)
+        self._write(tx, release=True)
+
+    def checkpoint(self, tx: Transaction) -> None:
+        """Write the current state and keep (or take) the lease, e.g. when a cancel starts."""
+        self._flush(tx)
+        self._write(tx, release=False)
+
+    def finish(self, tx: Transaction) -> None:
+        handle: _Handle = tx.storage_handle
+        self._flush(tx)
+        retention = retention_for(tx.definition.options, tx.state)
+        nested = bool(tx.metadata.get("parentStepIdempotencyKey"))
+        if retention is None and not nested:
+            self._delete(handle)
+        else:
+            self._write(tx, release=True, retention=retention, final=True)
+        self._forget_children(tx)
+
+    # Internals
+
+    def _write(
+        self, tx: Transaction, *, release: bool, retention: int | None = None, final: bool = False
+    ) -> None:
+        handle: _Handle = tx.storage_handle
+        redact = self._redactor()
+        now = timezone.now()
+        context = {
+            "data": redact(self._masked_context(tx)),
+            "errors": [e.to_dict() for e in tx.errors],
+        }
+        values: dict[str, Any] = {
+            "state": str(tx.state),
+            "status": execution_status(tx),
+            "execution": redact(tx.get_flow()),
+            "context": context,
+            "updated_at": now,
+            "version": handle.version + 1,
+        }
+        if release:
+            values.update(owner="", lease_expires_at=None)
+        else:
+            lease = self._lease_seconds()
+            values.update(
+                owner=self.owner, lease_expires_at=now + datetime.timedelta(seconds=lease)
+            )
+            handle.lease_until = now.timestamp() + lease
+        if final:
+            first = next((e for e in tx.errors if e.handler_type == "invoke"), None)
+            if first is None and tx.errors:
+                first = tx.errors[0]
+            started = _dt(tx.started_at)
+            ended = _dt(tx.ended_at) or now
+            values.update(
+                retention_time=retention,
+                output_payload=redact(tx.result),
+                error=first.error if first else None,
+                error_stack=(first.error.get("stack") or "") if first else "",
+                ended_at=ended,
+                duration_ms=(
+                    max(int((ended - started).total_seconds() * 1000), 0) if started else None
+                ),
+            )
+        updated = WorkflowExecution.objects.filter(pk=handle.pk, version=handle.version).update(
+            **values
+        )
+        if not updated:
+            raise StaleTransactionError(
+                f"Execution {handle.pk} was changed by another executor; this one stops."
+            )
+        handle.version += 1
+
+    def _masked_context(self, tx: Transaction) -> dict:
+        invoke = tx.invoke
+        nodes = tx.definition.by_action
+        masked = {}
+        for action, entry in invoke.items():
+            node = nodes.get(action)
+            sensitive = node.options.sensitive if node is not None else ()
+            if sensitive:
+                entry = {
+                    "output": mask_sensitive(entry.get("output"), sensitive, "output"),
+                    "compensateInput": mask_sensitive(
+                        entry.get("compensateInput"), sensitive, "output"
+                    ),
+                }
+            masked[action] = entry
+        return {"payload": tx.payload, "invoke": masked, "compensate": tx.compensate}
+
+    def _delete(self, handle: _Handle) -> None:
+        def delete() -> None:
+            StepExecution.objects.filter(execution_id=handle.pk)._raw_delete(connection.alias)
+            deleted = WorkflowExecution.objects.filter(
+                pk=handle.pk, version=handle.version
+            )._raw_delete(connection.alias)
+            if not deleted:
+                raise StaleTransactionError(
+                    f"Execution {handle.pk} was changed by another executor; this one stops."
+                )
+
+        with transaction.atomic():
+            delete()
+
+    def _forget_children(self, tx: Transaction) -> None:
+        """Delete the finished nested executions kept for this parent's compensation."""
+        keys = [
+            f"{tx.workflow_id}:{tx.transaction_id}:{node.action}:invoke"
+            for node in tx.definition.nodes
+            if node.operation == "sub-workflow"
+        ]
+        if not keys:
+            return
+        children = WorkflowExecution.objects.filter(
+            parent_step_idempotency_key__in=keys,
+            retention_time__isnull=True,
+            state__in=FINISHED_STATES,
+        )
+        StepExecution.objects.filter(execution__in=children.values("pk")).delete()
+        children.delete()
+
+    def _flush(self, tx: Transaction) -> None:
+        handle: _Handle = tx.storage_handle
+        if handle.buffer:
+            rows, handle.buffer = handle.buffer, []
+            try:
+                self._atomic_if_nested(lambda: StepExecution.objects.bulk_create(rows))
+            except IntegrityError:
+                raise StaleTransactionError(
+                    f"Steps of execution {handle.pk} were already recorded by another executor."
+                ) from None
+
+    def _renew_lease(self, tx: Transaction) -> None:
+        handle: _Handle = tx.storage_handle
+        now = timezone.now()
+        lease = self._lease_seconds()
+        if handle.lease_until - now.timestamp() > lease / 2:
+            return
+        until = now + datetime.timedelta(seconds=lease)
+        WorkflowExecution.objects.filter(pk=handle.pk, owner=self.owner).update(
+            lease_expires_at=until
+        )
+        handle.lease_until = until.timestamp()
+
+    @staticmethod
+    def _atomic_if_nested(action: Any) -> Any:
+        """Run ``action`` in a savepoint only inside an outer transaction (where a failed
+        statement would otherwise break it); in autocommit it costs no extra statement."""
+        if connection.in_atomic_block:
+            with transaction.atomic():
+                return action()
+        return action()
