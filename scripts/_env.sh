@@ -54,3 +54,25 @@ ensure_venv() {
     fi
     echo "$wanted" >"$INSTALL_STAMP"
 }
+
+# The admin's browser tests drive Debian's Chromium through Playwright (never a
+# browser downloaded by Playwright). Install it when it is missing and we may.
+ensure_chromium() {
+    if [[ -x /usr/bin/chromium ]]; then
+        return 0
+    fi
+    if [[ "$(id -u)" -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        echo "==> Installing Debian's chromium for the browser tests"
+        local log="$VENV_DIR/apt.log"
+        if ! { apt-get update -qq &&
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >"$log" 2>&1; then
+            cat "$log" >&2
+            echo "!!! could not install chromium (log: $log)" >&2
+            return 1
+        fi
+    else
+        echo "!!! /usr/bin/chromium is missing: install Debian's 'chromium' package" \
+            "(sudo apt-get install chromium); the browser tests need it." >&2
+        return 1
+    fi
+}

@@ -6,6 +6,7 @@ set -euo pipefail
 # shellcheck source=scripts/_env.sh
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
 ensure_venv
+ensure_chromium
 
 echo "==> ruff check"
 ruff check .

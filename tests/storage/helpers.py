@@ -1,0 +1,91 @@
+"""Small utilities for the storage tests: unique names, counted steps, row dumps."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter
+from uuid import uuid4
+
+from workflows_app.models import StepExecution, WorkflowExecution
+from workflows_app.sdk import StepResponse, create_step, create_workflow
+
+
+def uname(prefix: str = "st") -> str:
+    """A registry-unique name (workflow and step names are global)."""
+    return f"{prefix}-{uuid4().hex[:10]}"
+
+
+class Calls:
+    """Thread-safe counter of handler calls, keyed by ``(kind, step)``."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.counter: Counter = Counter()
+
+    def hit(self, kind: str, name: str) -> None:
+        with self._lock:
+            self.counter[(kind, name)] += 1
+
+    def invoked(self, name: str) -> int:
+        return self.counter[("invoke", name)]
+
+    def compensated(self, name: str) -> int:
+        return self.counter[("compensate", name)]
+
+    def total(self, kind: str = "invoke") -> int:
+        return sum(n for (k, _), n in self.counter.items() if k == kind)
+
+
+def counted_step(name: str, calls: Calls, *, fail: bool = False, **options):
+    """A step ``n -> n + 1`` with a compensation, both counted in ``calls``."""
+
+    def invoke(value, ctx):
+        calls.hit("invoke", name)
+        if fail:
+            raise ValueError(f"{name} exploded")
+        number = value if isinstance(value, int) else 0
+        return StepResponse(number + 1, {"undo": name})
+
+    def compensate(data, ctx):
+        calls.hit("compensate", name)
+
+    return create_step(name, invoke, compensate, **options)
+
+
+def chain_workflow(n: int, calls: Calls, *, fail_last: bool = False, prefix: str = "chain", **wf):
+    """A registered workflow of ``n`` counted steps in sequence; returns (name, step names)."""
+    name = uname(prefix)
+    names = [f"{name}-s{i}" for i in range(1, n + 1)]
+    steps = [
+        counted_step(step, calls, fail=fail_last and i == n - 1) for i, step in enumerate(names)
+    ]
+
+    def compose(input):
+        value = input
+        for step in steps:
+            value = step(value)
+        return value
+
+    create_workflow(name, compose, **wf)
+    return name, names
+
+
+def rows(workflow_id: str):
+    return list(WorkflowExecution.objects.filter(workflow_id=workflow_id).order_by("created_at"))
+
+
+def step_rows(execution: WorkflowExecution):
+    return list(StepExecution.objects.filter(execution=execution).order_by("id"))
+
+
+def dump_row(execution: WorkflowExecution) -> str:
+    """Every column of the execution row and of its step rows, as one JSON text."""
+    columns = {
+        field.attname: getattr(execution, field.attname) for field in execution._meta.concrete_fields
+    }
+    steps = [
+        {field.attname: getattr(step, field.attname) for field in step._meta.concrete_fields}
+        for step in step_rows(execution)
+    ]
+    return json.dumps({"execution": columns, "steps": steps}, default=str)

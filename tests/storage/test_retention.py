@@ -1,0 +1,239 @@
+"""Kept and not-kept executions, re-runs, idempotency and the retention sweep."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from workflows_app.engine import workflow_engine
+from workflows_app.models import StepExecution, WorkflowExecution
+
+from .helpers import Calls, chain_workflow, rows, step_rows
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+FLOW_KEYS = {
+    "state",
+    "steps",
+    "modelId",
+    "options",
+    "metadata",
+    "startedAt",
+    "definition",
+    "timedOutAt",
+    "cancelledAt",
+    "transactionId",
+    "runId",
+    "hasAsyncSteps",
+    "hasFailedSteps",
+    "hasSkippedSteps",
+    "hasWaitingSteps",
+    "hasRevertedSteps",
+    "hasSkippedOnFailureSteps",
+}
+STEP_KEYS = {
+    "invoke",
+    "compensate",
+    "attempts",
+    "failures",
+    "lastAttempt",
+    "startedAt",
+    "definition",
+    "depth",
+    "next",
+}
+
+
+def test_kept_execution_row_has_final_state_output_and_camelcase_json():
+    calls = Calls()
+    name, steps = chain_workflow(3, calls, store=True, retention_time=3600)
+
+    res = workflow_engine.run(name, input=10, transaction_id="kept-1")
+
+    assert res.result == 13
+    assert res.acknowledgement["has_finished"] is True
+    [row] = rows(name)
+    assert row.transaction_id == "kept-1"
+    assert row.run_id == res.acknowledgement["run_id"]
+    assert row.id.startswith("wf_exec_")
+    assert row.state == "done"
+    assert row.status == "COMPLETED"
+    assert row.retention_time == 3600
+    assert row.input_payload == 10
+    assert row.output_payload == 13
+    assert row.error is None
+    assert row.owner == ""
+    assert row.lease_expires_at is None
+    assert row.ended_at is not None and row.started_at is not None
+    assert row.duration_ms is not None and row.duration_ms >= 0
+    assert row.definition_hash
+
+    execution = row.execution
+    assert FLOW_KEYS <= set(execution), FLOW_KEYS - set(execution)
+    assert execution["state"] == "done"
+    assert execution["transactionId"] == "kept-1"
+    assert execution["runId"] == row.run_id
+    assert execution["modelId"] == name
+    assert execution["options"]["retention_time"] == 3600 or (
+        execution["options"].get("retentionTime") == 3600
+    )
+    step_entries = {k: v for k, v in execution["steps"].items() if k != "_root"}
+    assert len(step_entries) == 3
+    for entry in step_entries.values():
+        assert STEP_KEYS <= set(entry), STEP_KEYS - set(entry)
+        assert entry["invoke"] == {"state": "done", "status": "ok"}
+        assert entry["attempts"] == 1
+    assert execution["steps"]["_root"]["next"]
+
+    context = row.context
+    assert set(context) == {"data", "errors"}
+    assert set(context["data"]) == {"payload", "invoke", "compensate"}
+    assert context["data"]["payload"] == 10
+    assert context["errors"] == []
+    assert set(context["data"]["invoke"]) == set(steps)
+    assert context["data"]["invoke"][steps[0]]["output"] == 11
+    assert context["data"]["invoke"][steps[0]]["compensateInput"] == {"undo": steps[0]}
+    assert context["data"]["compensate"] == {}
+
+    log = step_rows(row)
+    assert [(s.step_id, s.handler_type, s.status, s.attempt) for s in log] == [
+        (step, "invoke", "COMPLETED", 1) for step in steps
+    ]
+    assert [s.output for s in log] == [11, 12, 13]
+
+
+def test_not_kept_execution_leaves_no_rows():
+    calls = Calls()
+    name, steps = chain_workflow(3, calls, store=True)
+
+    res = workflow_engine.run(name, input=1, transaction_id="gone-1")
+
+    assert res.result == 4
+    assert calls.total() == 3
+    assert not WorkflowExecution.objects.filter(workflow_id=name).exists()
+    assert not StepExecution.objects.filter(step_id__in=steps).exists()
+
+
+def test_not_kept_failed_execution_leaves_no_rows():
+    calls = Calls()
+    name, steps = chain_workflow(3, calls, fail_last=True, store=True)
+
+    res = workflow_engine.run(name, transaction_id="gone-2", throw_on_error=False)
+
+    assert res.acknowledgement["has_failed"] is True
+    assert calls.compensated(steps[0]) == 1
+    assert not WorkflowExecution.objects.filter(workflow_id=name).exists()
+    assert not StepExecution.objects.filter(step_id__in=steps).exists()
+
+
+def test_two_runs_of_one_transaction_id_keep_two_rows():
+    calls = Calls()
+    name, _steps = chain_workflow(2, calls, store=True, retention_time=3600)
+
+    first = workflow_engine.run(name, input=0, transaction_id="twice")
+    second = workflow_engine.run(name, input=5, transaction_id="twice")
+
+    assert calls.total() == 4
+    kept = rows(name)
+    assert len(kept) == 2
+    assert {r.transaction_id for r in kept} == {"twice"}
+    assert kept[0].run_id != kept[1].run_id
+    assert {r.run_id for r in kept} == {
+        first.acknowledgement["run_id"],
+        second.acknowledgement["run_id"],
+    }
+    assert sorted(r.output_payload for r in kept) == [2, 7]
+    assert all(r.state == "done" for r in kept)
+
+
+def test_idempotent_workflow_returns_stored_result_without_running_steps():
+    calls = Calls()
+    name, steps = chain_workflow(3, calls, idempotent=True, retention_time=60)
+
+    first = workflow_engine.run(name, input=1, transaction_id="idem-1")
+    assert first.result == 4
+    assert calls.total() == 3
+    started = rows(name)[0].execution["startedAt"]
+
+    second = workflow_engine.run(name, input=100, transaction_id="idem-1")
+
+    assert second.result == 4
+    assert calls.total() == 3, calls.counter
+    assert second.acknowledgement["run_id"] == first.acknowledgement["run_id"]
+    assert second.transaction.started_at == started
+    [row] = rows(name)
+    assert row.state == "done"
+    assert len(step_rows(row)) == 3
+
+
+def _expire(workflow_id: str, seconds: int = 10) -> None:
+    past = timezone.now() - timedelta(seconds=seconds)
+    WorkflowExecution.objects.filter(workflow_id=workflow_id).update(updated_at=past)
+
+
+def test_clear_expired_executions_deletes_only_finished_expired_rows():
+    calls = Calls()
+    done, _ = chain_workflow(2, calls, store=True, retention_time=1, prefix="exp-done")
+    failed, _ = chain_workflow(
+        2, calls, fail_last=True, store=True, retention_time=1, prefix="exp-rev"
+    )
+    fresh, _ = chain_workflow(2, calls, store=True, retention_time=1000, prefix="exp-fresh")
+    running, _ = chain_workflow(2, calls, store=True, retention_time=1, prefix="exp-run")
+
+    workflow_engine.run(done, transaction_id="a")
+    workflow_engine.run(failed, transaction_id="b", throw_on_error=False)
+    workflow_engine.run(fresh, transaction_id="c")
+    workflow_engine.run(running, transaction_id="d")
+    assert rows(failed)[0].state == "reverted"
+    # An execution still in progress (as a killed worker would leave it).
+    WorkflowExecution.objects.filter(workflow_id=running).update(state="invoking", status="RUNNING")
+    for name in (done, failed, fresh, running):
+        _expire(name)
+    assert StepExecution.objects.filter(execution__workflow_id=done).count() == 2
+
+    deleted = workflow_engine.clear_expired_executions()
+
+    assert deleted == 2
+    assert rows(done) == []
+    assert rows(failed) == []
+    assert StepExecution.objects.filter(execution__workflow_id__in=[done, failed]).count() == 0
+    assert [r.state for r in rows(fresh)] == ["done"]
+    assert [r.state for r in rows(running)] == ["invoking"]
+    assert StepExecution.objects.filter(execution__workflow_id=running).count() == 2
+    # A second sweep finds nothing more.
+    assert workflow_engine.clear_expired_executions() == 0
+
+
+def test_clear_expired_executions_not_yet_expired_rows_stay():
+    calls = Calls()
+    name, _ = chain_workflow(1, calls, store=True, retention_time=60)
+    workflow_engine.run(name, transaction_id="x")
+    _expire(name, seconds=30)
+
+    assert workflow_engine.clear_expired_executions() == 0
+    assert len(rows(name)) == 1
+
+    _expire(name, seconds=61)
+    assert workflow_engine.clear_expired_executions() == 1
+    assert rows(name) == []
+
+
+def test_clear_expired_executions_in_small_batches():
+    calls = Calls()
+    name, _ = chain_workflow(1, calls, store=True, retention_time=1)
+    keep, _ = chain_workflow(1, calls, store=True, retention_time=1000)
+    for i in range(5):
+        workflow_engine.run(name, transaction_id=f"batch-{i}")
+    workflow_engine.run(keep, transaction_id="keep")
+    _expire(name)
+    _expire(keep)
+    progress: list[int] = []
+
+    deleted = workflow_engine.clear_expired_executions(batch_size=2, progress=progress.append)
+
+    assert deleted == 5
+    assert rows(name) == []
+    assert len(rows(keep)) == 1
+    assert progress and progress[-1] == 5
