@@ -22,6 +22,7 @@ TAG = "workflows_app"
 
 BACKGROUND_CHOICES = ("django_q", "immediate")
 DURABILITY_CHOICES = ("step", "boundary")
+STEP_COMMIT_CHOICES = ("async", "sync")
 
 # Q_CLUSTER keys that select a broker other than Redis (django-q2's get_broker order).
 NON_REDIS_BROKER_KEYS = ("broker_class", "iron_mq", "sqs", "orm", "mongo")
@@ -59,6 +60,9 @@ def _value_problem(key: str, value: Any) -> str | None:
     elif key == "DURABILITY":
         if value not in DURABILITY_CHOICES:
             return "one of " + ", ".join(repr(choice) for choice in DURABILITY_CHOICES)
+    elif key == "STEP_COMMIT":
+        if value not in STEP_COMMIT_CHOICES:
+            return "one of " + ", ".join(repr(choice) for choice in STEP_COMMIT_CHOICES)
     elif key == "PARALLEL_THREADS":
         if not (_is_int(value) and value >= 1):
             return "an integer of at least 1"

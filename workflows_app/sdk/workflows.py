@@ -224,18 +224,18 @@ class Workflow:
         """Find the transaction to resume, or create (and store) a new one."""
         ctx = dict(context or {})
         transaction_id = (
-            transaction_id
-            or ctx.pop("transaction_id", None)
-            or ctx.pop("transactionId", None)
-            or f"auto-{ULID()}"
+            transaction_id or ctx.pop("transaction_id", None) or ctx.pop("transactionId", None)
         )
+        generated = transaction_id is None
+        if generated:
+            transaction_id = f"auto-{ULID()}"
         _check_transaction_id(transaction_id)
         if events:
             unknown = sorted(set(events) - EVENT_NAMES)
             if unknown:
                 raise TypeError(f"Unknown event name(s) {', '.join(unknown)}")
         stored = self.options["store"]
-        if stored:
+        if stored and not generated:
             tx = runtime.storage.load(
                 self.definition,
                 transaction_id,
