@@ -2,11 +2,13 @@
 
 import pytest
 
+from workflows_app.orchestration import TransactionState
 from workflows_app.sdk import (
     CompositionError,
     WorkflowResponse,
     create_step,
     create_workflow,
+    transform,
 )
 
 from .helpers import Recorder, flow_steps, recording_step, uname
@@ -199,3 +201,60 @@ def test_output_of_skipped_step_resolves_to_none():
     res = create_workflow(uname(), composer).run()
     assert (res.result or {}).get("a") is None
     assert flow_steps(res.transaction)["a"]["invoke"]["state"] == "skipped"
+
+
+def test_decimal_and_uuid_inputs_are_json_encoded():
+    import decimal
+    import uuid
+
+    seen = []
+    look = create_step("look", lambda inp, ctx: seen.append(inp))
+
+    def composer(input):
+        look(input)
+
+    ident = uuid.UUID("12345678-1234-5678-1234-567812345678")
+    create_workflow(uname(), composer).run(input={"price": decimal.Decimal("1.50"), "id": ident})
+    assert seen == [{"price": "1.50", "id": "12345678-1234-5678-1234-567812345678"}]
+
+
+def test_datetime_output_reaches_next_step_as_iso_string():
+    import datetime
+
+    moment = datetime.datetime(2024, 1, 2, 3, 4, 5)
+    produce = create_step("produce", lambda inp, ctx: {"at": moment})
+    seen = []
+    look = create_step("look", lambda inp, ctx: seen.append(inp))
+
+    def composer(input):
+        look(produce())
+
+    create_workflow(uname(), composer).run()
+    assert seen == [{"at": "2024-01-02T03:04:05"}]
+
+
+def test_attribute_access_on_transform_result():
+    a = create_step("a", lambda inp, ctx: {"x": 2})
+    echo = create_step("echo", lambda inp, ctx: inp)
+
+    def composer(input):
+        t = transform(a(), lambda v: {"doubled": {"value": v["x"] * 2}})
+        return echo(t.doubled.value)
+
+    assert create_workflow(uname(), composer).run().result == 4
+
+
+def test_flow_reports_reverted_steps():
+    log = Recorder()
+    a = recording_step("a", log)
+    b = recording_step("b", log, fail=True)
+
+    def composer(input):
+        a()
+        b()
+
+    tx = create_workflow(uname(), composer).run(throw_on_error=False).transaction
+    flow = tx.get_flow()
+    assert flow["hasRevertedSteps"] is True
+    assert flow["hasWaitingSteps"] is False
+    assert isinstance(tx.get_state(), TransactionState)

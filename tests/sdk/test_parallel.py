@@ -174,3 +174,77 @@ def test_no_wait_as_step_option():
 
     create_workflow(uname(), composer).run()
     assert log.payloads("start")["eager"] < log.payloads("end")["slow"]
+
+
+def test_lone_step_runs_in_calling_thread():
+    import threading
+
+    idents = []
+    a = create_step("a", lambda inp, ctx: idents.append(threading.get_ident()))
+    b = create_step("b", lambda inp, ctx: idents.append(threading.get_ident()))
+
+    def composer(input):
+        a()
+        b()
+
+    create_workflow(uname(), composer).run()
+    assert idents == [threading.get_ident()] * 2
+
+
+def test_thread_pool_is_bounded_by_default():
+    log = Recorder()
+    members = [_sleeper(f"m{i}", 0.12, log) for i in range(8)]
+
+    def composer(input):
+        parallelize(*(m() for m in members))
+
+    wf = create_workflow(uname(), composer)
+    start = time.perf_counter()
+    wf.run()
+    elapsed = time.perf_counter() - start
+    assert len(log.names("end")) == 8
+    assert 0.22 <= elapsed < 0.45
+
+
+def test_one_parallel_thread_runs_members_sequentially(settings):
+    settings.WORKFLOWS = {**getattr(settings, "WORKFLOWS", {}), "PARALLEL_THREADS": 1}
+    log = Recorder()
+    members = [_sleeper(n, 0.1, log) for n in ("p", "q", "r")]
+
+    def composer(input):
+        parallelize(*(m() for m in members))
+
+    wf = create_workflow(uname(), composer)
+    start = time.perf_counter()
+    wf.run()
+    elapsed = time.perf_counter() - start
+    assert elapsed >= 0.29
+    starts = log.payloads("start")
+    ends = log.payloads("end")
+    spans = sorted((starts[n], ends[n]) for n in ("p", "q", "r"))
+    assert all(spans[i][1] <= spans[i + 1][0] for i in range(2))
+
+
+def test_cost_per_step_does_not_grow_with_chain_length():
+    def chain(n):
+        steps = [create_step(f"s{i}", lambda inp, ctx: inp) for i in range(n)]
+
+        def composer(input):
+            for step in steps:
+                step(input)
+
+        return create_workflow(uname(), composer)
+
+    def per_step(n):
+        wf = chain(n)
+        wf.run(input=1)
+        best = float("inf")
+        for _ in range(5):
+            start = time.perf_counter()
+            wf.run(input=1)
+            best = min(best, time.perf_counter() - start)
+        return best / n
+
+    short = per_step(20)
+    long = per_step(200)
+    assert long < short * 3

@@ -148,3 +148,44 @@ def test_compensation_is_retried():
     res = create_workflow(uname(), composer).run(throw_on_error=False)
     assert comp_attempts == [1, 2]
     assert res.transaction.get_state() == "reverted"
+
+
+def test_retries_happen_before_continue_on_permanent_failure():
+    attempts = []
+    after = []
+    a = create_step(
+        "flaky", _failing_until(99, attempts), max_retries=1, continue_on_permanent_failure=True
+    )
+    b = create_step("after", lambda inp, ctx: after.append(inp))
+
+    def composer(input):
+        out = a()
+        b(out)
+
+    res = create_workflow(uname(), composer).run()
+    assert attempts == [1, 2]
+    assert after == [None]
+    assert res.transaction.get_state() == "done"
+    assert [e.error["message"] for e in res.errors] == ["attempt 2 failed"]
+
+
+def test_compensate_context_attempt_starts_at_one():
+    comp_attempts = []
+    a = create_step(
+        "a",
+        _failing_until(2, []),
+        lambda ci, ctx: comp_attempts.append(ctx.attempt),
+        max_retries=1,
+    )
+
+    def explode(inp, ctx):
+        raise ValueError("b broke")
+
+    b = create_step("b", explode)
+
+    def composer(input):
+        a()
+        b()
+
+    create_workflow(uname(), composer).run(throw_on_error=False)
+    assert comp_attempts == [1]

@@ -291,3 +291,13 @@ def test_on_resume_event_fires_on_rerun_of_paused_transaction():
     assert res.result == "ok"
     assert calls[0] == "begin"
     assert "resume" in calls[1:]
+
+
+def test_log_on_error_logs_each_error(caplog):
+    import logging
+
+    wf, _, _ = _simple(fail=True)
+    with caplog.at_level(logging.DEBUG):
+        wf.run(throw_on_error=False, log_on_error=True)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("b failed" in m for m in messages)

@@ -417,3 +417,32 @@ def test_event_group_id_is_shared_by_steps_of_a_run():
     assert groups[0] == groups[1]
     assert groups[2] == groups[3]
     assert groups[0] != groups[2]
+
+
+def test_metadata_carries_idempotency_key_and_attempt():
+    seen = []
+
+    def invoke(inp, ctx):
+        seen.append((ctx.idempotency_key, dict(ctx.metadata)))
+
+    step = create_step("meta", invoke)
+
+    def composer(input):
+        step()
+
+    create_workflow(uname(), composer).run()
+    key, metadata = seen[0]
+    assert metadata.get("idempotency_key") == key
+    assert metadata.get("attempt") == 1
+    assert metadata.get("action") == "meta" or metadata.get("action_type") == "invoke"
+
+
+def test_run_context_is_visible_to_steps():
+    seen = []
+    step = create_step("ctx-peek", lambda inp, ctx: seen.append(dict(ctx.context)))
+
+    def composer(input):
+        step()
+
+    create_workflow(uname(), composer).run(context={"tenant": "acme"})
+    assert seen[0].get("tenant") == "acme"

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from workflows_app.sdk import create_step, create_workflow
+from workflows_app.sdk import WorkflowError, create_step, create_workflow
 
 from .helpers import Recorder, error_names, flow_steps, invoke_state, recording_step, uname
 
@@ -125,3 +125,51 @@ def test_workflow_within_timeout_is_done():
     assert tx.get_state() == "done"
     assert not tx.get_flow()["timedOutAt"]
     assert flow_steps(tx)["a"]["invoke"]["state"] == "done"
+
+
+def test_step_timeout_with_skip_on_permanent_failure():
+    log = Recorder()
+    slow = _slow_step("slow", 0.15, log, timeout=0.05, skip_on_permanent_failure=True)
+    z = recording_step("z", log)
+
+    def composer(input):
+        slow()
+        z()
+
+    res = create_workflow(uname(), composer).run()
+    tx = res.transaction
+    assert tx.get_state() == "done"
+    assert invoke_state(tx, "z")[0] == "skipped_failure"
+    assert log.names("invoke") == ["slow"]
+    assert tx.get_flow()["hasSkippedOnFailureSteps"] is True
+
+
+def test_on_timeout_event_fires_for_workflow_timeout():
+    log = Recorder()
+    slow = _slow_step("slow", 0.2, log)
+    z = recording_step("z", log)
+    fired = []
+
+    def composer(input):
+        slow()
+        z()
+
+    wf = create_workflow(uname(), composer, timeout=0.1)
+    wf.run(throw_on_error=False, events={"on_timeout": lambda **kw: fired.append(kw)})
+    assert len(fired) == 1
+    assert "transaction" in fired[0]
+
+
+def test_workflow_timeout_raises_with_throw_on_error():
+    log = Recorder()
+    slow = _slow_step("slow", 0.2, log)
+    z = recording_step("z", log)
+
+    def composer(input):
+        slow()
+        z()
+
+    with pytest.raises(WorkflowError) as exc:
+        create_workflow(uname(), composer, timeout=0.1).run()
+    assert exc.value.transaction.get_state() == "reverted"
+    assert log.names("compensate") == ["slow"]

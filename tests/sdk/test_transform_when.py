@@ -2,7 +2,7 @@
 
 import pytest
 
-from workflows_app.sdk import create_step, create_workflow, transform, when
+from workflows_app.sdk import create_step, create_workflow, parallelize, transform, when
 
 from .helpers import Recorder, flow_steps, invoke_state, recording_step, uname
 
@@ -196,3 +196,41 @@ def test_skipped_when_steps_are_not_compensated():
     res = create_workflow(uname(), composer).run(throw_on_error=False)
     assert res.transaction.get_state() == "reverted"
     assert log.names("compensate") == ["z", "a"]
+
+
+def test_when_result_consumed_by_later_step():
+    seen = []
+    b = create_step("b", lambda inp, ctx: {"b": True})
+    c = create_step("c", lambda inp, ctx: seen.append(inp))
+
+    def composer(input):
+        maybe = when(input, lambda i: i == "go").then(lambda: b())
+        c({"maybe": maybe})
+
+    wf = create_workflow(uname(), composer)
+    wf.run(input="go")
+    wf.run(input="stop")
+    assert seen[0] == {"maybe": {"b": True}}
+    assert seen[1].get("maybe") is None
+
+
+def test_parallelize_inside_when_block():
+    log = Recorder()
+    p = recording_step("p", log)
+    q = recording_step("q", log)
+    z = recording_step("z", log)
+
+    def composer(input):
+        def block():
+            parallelize(p(), q())
+
+        when(input, lambda i: i).then(block)
+        z()
+
+    wf = create_workflow(uname(), composer)
+    wf.run(input=True)
+    assert sorted(log.names("invoke")) == ["p", "q", "z"]
+    tx = wf.run(input=False).transaction
+    assert sorted(log.names("invoke")) == ["p", "q", "z", "z"]
+    assert invoke_state(tx, "p")[0] == "skipped"
+    assert invoke_state(tx, "q")[0] == "skipped"
