@@ -117,7 +117,9 @@ class _Handle:
 
     pk: str
     version: int
+    owner: str = ""
     lease_until: float = 0.0
+    flushed: bool = False
     waiting: set = field(default_factory=set)
     buffer: list = field(default_factory=list)
 
@@ -125,20 +127,13 @@ class _Handle:
 class OrmStorage:
     """Stores transactions of ``store=True`` workflows in the default database."""
 
-    def __init__(self) -> None:
-        self._owner = ""
-        self._owner_pid = 0
-
     # Configuration read on each use, so override_settings applies.
 
-    @property
-    def owner(self) -> str:
-        """This process's identity in leases (recomputed after a fork)."""
-        pid = os.getpid()
-        if pid != self._owner_pid:
-            self._owner = f"{socket.gethostname()}:{pid}:{uuid.uuid4().hex[:8]}"
-            self._owner_pid = pid
-        return self._owner
+    @staticmethod
+    def new_owner() -> str:
+        """A lease token: which process holds the execution, unique to this claim, so
+        that two threads of one process never share a claim either."""
+        return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
 
     @staticmethod
     def _redactor() -> Redactor:
@@ -169,8 +164,9 @@ class OrmStorage:
         redact = self._redactor()
         now = timezone.now()
         lease = self._lease_seconds()
-        payload = redact(tx.payload)
+        payload = redact(self._mask_payload(tx.definition, tx.payload))
         tx.metadata["context"] = tx.context
+        owner = self.new_owner()
         row = WorkflowExecution(
             id=new_execution_id(),
             workflow_id=tx.workflow_id,
@@ -184,7 +180,7 @@ class OrmStorage:
             started_at=now,
             definition_hash=tx.definition.hash,
             parent_step_idempotency_key=tx.metadata.get("parentStepIdempotencyKey", ""),
-            owner=self.owner,
+            owner=owner,
             lease_expires_at=now + datetime.timedelta(seconds=lease),
             version=0,
             created_at=now,
@@ -195,7 +191,7 @@ class OrmStorage:
         except IntegrityError:
             raise TransactionAlreadyStarted(tx.transaction_id) from None
         tx.started_at = _ms(now)
-        tx.storage_handle = _Handle(row.pk, 0, lease_until=now.timestamp() + lease)
+        tx.storage_handle = _Handle(row.pk, 0, owner, lease_until=now.timestamp() + lease)
 
     def load(
         self,
@@ -219,19 +215,21 @@ class OrmStorage:
             return None
         version = row.version
         lease_until = 0.0
+        owner = ""
         if claim and not finished:
             now = timezone.now()
             until = now + datetime.timedelta(seconds=self._lease_seconds())
+            owner = self.new_owner()
             claimed = (
                 WorkflowExecution.objects.filter(pk=row.pk, version=row.version)
-                .filter(Q(owner="") | Q(lease_expires_at__lt=now) | Q(owner=self.owner))
-                .update(owner=self.owner, lease_expires_at=until, version=F("version") + 1)
+                .filter(Q(owner="") | Q(lease_expires_at__lt=now))
+                .update(owner=owner, lease_expires_at=until, version=F("version") + 1)
             )
             if not claimed:
                 raise TransactionAlreadyStarted(transaction_id)
             version += 1
             lease_until = until.timestamp()
-        return self.rebuild(definition, row, version=version, lease_until=lease_until)
+        return self.rebuild(definition, row, version=version, owner=owner, lease_until=lease_until)
 
     def claim(
         self, definition: FlowDefinition, row: WorkflowExecution, now: datetime.datetime
@@ -239,12 +237,15 @@ class OrmStorage:
         """Take over an execution whose lease expired before ``now`` (recovery)."""
         lease = self._lease_seconds()
         until = timezone.now() + datetime.timedelta(seconds=lease)
+        owner = self.new_owner()
         claimed = WorkflowExecution.objects.filter(
             pk=row.pk, version=row.version, lease_expires_at__lt=now
-        ).update(owner=self.owner, lease_expires_at=until, version=F("version") + 1)
+        ).update(owner=owner, lease_expires_at=until, version=F("version") + 1)
         if not claimed:
             return None
-        return self.rebuild(definition, row, version=row.version + 1, lease_until=until.timestamp())
+        return self.rebuild(
+            definition, row, version=row.version + 1, owner=owner, lease_until=until.timestamp()
+        )
 
     def peek(self, definition: FlowDefinition, transaction_id: str) -> Transaction | None:
         """The unfinished transaction, rebuilt without taking its lease."""
@@ -256,6 +257,7 @@ class OrmStorage:
         row: WorkflowExecution,
         *,
         version: int | None = None,
+        owner: str = "",
         lease_until: float = 0.0,
     ) -> Transaction:
         """Turn a stored execution and its step rows back into a transaction."""
@@ -274,7 +276,7 @@ class OrmStorage:
         tx.started_at = flow.get("startedAt") or _ms(row.started_at)
         tx.cancelled_at = flow.get("cancelledAt")
         tx.timed_out_at = flow.get("timedOutAt")
-        handle = _Handle(row.pk, row.version if version is None else version, lease_until)
+        handle = _Handle(row.pk, row.version if version is None else version, owner, lease_until)
         tx.storage_handle = handle
         by_path = {node.id: node for node in definition.nodes}
         replay: dict[tuple[int, str, int], AttemptRecord] = {}
@@ -320,7 +322,11 @@ class OrmStorage:
             "input": redact(mask_sensitive(record.input, sensitive, "input")),
             "output": redact(mask_sensitive(record.output, sensitive, "output")),
             "compensate_input": redact(
-                mask_sensitive(record.compensate_input, sensitive, "output")
+                mask_sensitive(
+                    mask_sensitive(record.compensate_input, sensitive, "output"),
+                    sensitive,
+                    "input",
+                )
             ),
             "error": record.error,
             "status": record.status,
@@ -384,14 +390,12 @@ class OrmStorage:
         handle: _Handle = tx.storage_handle
         retention = retention_for(tx.definition.options, tx.state)
         nested = bool(tx.metadata.get("parentStepIdempotencyKey"))
-        # One commit for the buffered steps and the final state (boundary durability).
-        with transaction.atomic():
-            if retention is None and not nested:
-                handle.buffer = []
-                self._delete(handle)
-            else:
-                self._flush(tx)
-                self._write(tx, release=True, retention=retention, final=True)
+        if retention is None and not nested:
+            handle.buffer = []
+            self._delete(handle)
+        else:
+            self._flush(tx)
+            self._write(tx, release=True, retention=retention, final=True)
         self._forget_children(tx)
 
     # Internals
@@ -416,10 +420,12 @@ class OrmStorage:
         }
         if release:
             values.update(owner="", lease_expires_at=None)
+            handle.owner = ""
         else:
             lease = self._lease_seconds()
+            handle.owner = handle.owner or self.new_owner()
             values.update(
-                owner=self.owner, lease_expires_at=now + datetime.timedelta(seconds=lease)
+                owner=handle.owner, lease_expires_at=now + datetime.timedelta(seconds=lease)
             )
             handle.lease_until = now.timestamp() + lease
         if final:
@@ -447,6 +453,15 @@ class OrmStorage:
             )
         handle.version += 1
 
+    @staticmethod
+    def _mask_payload(definition: FlowDefinition, payload: Any) -> Any:
+        """Mask the workflow input with every step's ``input.*`` sensitive paths: the
+        input is where most step inputs come from."""
+        for node in definition.nodes:
+            if node.options.sensitive:
+                payload = mask_sensitive(payload, node.options.sensitive, "input")
+        return payload
+
     def _masked_context(self, tx: Transaction) -> dict:
         invoke = tx.invoke
         nodes = tx.definition.by_action
@@ -455,27 +470,26 @@ class OrmStorage:
             node = nodes.get(action)
             sensitive = node.options.sensitive if node is not None else ()
             if sensitive:
+                compensate_input = mask_sensitive(entry.get("compensateInput"), sensitive, "output")
                 entry = {
                     "output": mask_sensitive(entry.get("output"), sensitive, "output"),
-                    "compensateInput": mask_sensitive(
-                        entry.get("compensateInput"), sensitive, "output"
-                    ),
+                    "compensateInput": mask_sensitive(compensate_input, sensitive, "input"),
                 }
             masked[action] = entry
-        return {"payload": tx.payload, "invoke": masked, "compensate": tx.compensate}
+        payload = self._mask_payload(tx.definition, tx.payload)
+        return {"payload": payload, "invoke": masked, "compensate": tx.compensate}
 
     def _delete(self, handle: _Handle) -> None:
-        def delete() -> None:
+        """Delete a finished execution that is not kept (its step rows first)."""
+        if handle.flushed or workflows_settings.DURABILITY != "boundary":
             StepExecution.objects.filter(execution_id=handle.pk)._raw_delete(connection.alias)
-            deleted = WorkflowExecution.objects.filter(
-                pk=handle.pk, version=handle.version
-            )._raw_delete(connection.alias)
-            if not deleted:
-                raise StaleTransactionError(
-                    f"Execution {handle.pk} was changed by another executor; this one stops."
-                )
-
-        delete()
+        deleted = WorkflowExecution.objects.filter(
+            pk=handle.pk, version=handle.version
+        )._raw_delete(connection.alias)
+        if not deleted:
+            raise StaleTransactionError(
+                f"Execution {handle.pk} was changed by another executor; this one stops."
+            )
 
     def _forget_children(self, tx: Transaction) -> None:
         """Delete the finished nested executions kept for this parent's compensation."""
@@ -498,8 +512,11 @@ class OrmStorage:
         handle: _Handle = tx.storage_handle
         if handle.buffer:
             rows, handle.buffer = handle.buffer, []
+            handle.flushed = True
+            fields = [f for f in StepExecution._meta.concrete_fields if not f.primary_key]
             try:
-                self._atomic_if_nested(lambda: StepExecution.objects.bulk_create(rows))
+                # One multi-row INSERT, without the transaction bulk_create() opens.
+                self._atomic_if_nested(lambda: StepExecution.objects._insert(rows, fields=fields))
             except IntegrityError:
                 raise StaleTransactionError(
                     f"Steps of execution {handle.pk} were already recorded by another executor."
@@ -512,7 +529,7 @@ class OrmStorage:
         if handle.lease_until - now.timestamp() > lease / 2:
             return
         until = now + datetime.timedelta(seconds=lease)
-        WorkflowExecution.objects.filter(pk=handle.pk, owner=self.owner).update(
+        WorkflowExecution.objects.filter(pk=handle.pk, owner=handle.owner).update(
             lease_expires_at=until
         )
         handle.lease_until = until.timestamp()

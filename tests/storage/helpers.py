@@ -79,13 +79,33 @@ def step_rows(execution: WorkflowExecution):
     return list(StepExecution.objects.filter(execution=execution).order_by("id"))
 
 
+def _columns(instance) -> dict:
+    fields = instance._meta.concrete_fields
+    return {field.attname: getattr(instance, field.attname) for field in fields}
+
+
+def dump_steps(execution: WorkflowExecution) -> str:
+    """Every column of the execution's step rows, as one JSON text."""
+    return json.dumps([_columns(step) for step in step_rows(execution)], default=str)
+
+
 def dump_row(execution: WorkflowExecution) -> str:
     """Every column of the execution row and of its step rows, as one JSON text."""
-    columns = {
-        field.attname: getattr(execution, field.attname) for field in execution._meta.concrete_fields
-    }
-    steps = [
-        {field.attname: getattr(step, field.attname) for field in step._meta.concrete_fields}
-        for step in step_rows(execution)
-    ]
-    return json.dumps({"execution": columns, "steps": steps}, default=str)
+    steps = [_columns(step) for step in step_rows(execution)]
+    return json.dumps({"execution": _columns(execution), "steps": steps}, default=str)
+
+
+def paths_holding(value, needle: str, path: str = "$") -> list[str]:
+    """The JSON paths in ``value`` whose string value (or key) contains ``needle``."""
+    found: list[str] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if needle in str(key):
+                found.append(f"{path}.{key} (key)")
+            found += paths_holding(item, needle, f"{path}.{key}")
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            found += paths_holding(item, needle, f"{path}[{i}]")
+    elif needle in str(value):
+        found.append(path)
+    return found

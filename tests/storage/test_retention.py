@@ -71,7 +71,7 @@ def test_kept_execution_row_has_final_state_output_and_camelcase_json():
     assert row.definition_hash
 
     execution = row.execution
-    assert FLOW_KEYS <= set(execution), FLOW_KEYS - set(execution)
+    assert set(execution) >= FLOW_KEYS, FLOW_KEYS - set(execution)
     assert execution["state"] == "done"
     assert execution["transactionId"] == "kept-1"
     assert execution["runId"] == row.run_id
@@ -82,7 +82,7 @@ def test_kept_execution_row_has_final_state_output_and_camelcase_json():
     step_entries = {k: v for k, v in execution["steps"].items() if k != "_root"}
     assert len(step_entries) == 3
     for entry in step_entries.values():
-        assert STEP_KEYS <= set(entry), STEP_KEYS - set(entry)
+        assert set(entry) >= STEP_KEYS, STEP_KEYS - set(entry)
         assert entry["invoke"] == {"state": "done", "status": "ok"}
         assert entry["attempts"] == 1
     assert execution["steps"]["_root"]["next"]
@@ -150,7 +150,7 @@ def test_two_runs_of_one_transaction_id_keep_two_rows():
 
 def test_idempotent_workflow_returns_stored_result_without_running_steps():
     calls = Calls()
-    name, steps = chain_workflow(3, calls, idempotent=True, retention_time=60)
+    name, _steps = chain_workflow(3, calls, idempotent=True, retention_time=60)
 
     first = workflow_engine.run(name, input=1, transaction_id="idem-1")
     assert first.result == 4
@@ -237,3 +237,19 @@ def test_clear_expired_executions_in_small_batches():
     assert rows(name) == []
     assert len(rows(keep)) == 1
     assert progress and progress[-1] == 5
+
+
+def test_idempotent_failed_workflow_gives_the_same_error_without_running_steps():
+    calls = Calls()
+    name, steps = chain_workflow(2, calls, fail_last=True, idempotent=True, retention_time=60)
+
+    first = workflow_engine.run(name, input=1, transaction_id="idem-f", throw_on_error=False)
+    assert first.acknowledgement["has_failed"] is True
+    counts = dict(calls.counter)
+
+    second = workflow_engine.run(name, input=1, transaction_id="idem-f", throw_on_error=False)
+
+    assert dict(calls.counter) == counts
+    assert second.acknowledgement["has_failed"] is True
+    assert [e.error["message"] for e in second.errors] == [f"{steps[1]} exploded"]
+    assert [r.state for r in rows(name)] == ["reverted"]

@@ -18,6 +18,7 @@ from ..orchestration import (
     StepNode,
     StepResponse,
     Transaction,
+    TransactionAlreadyStarted,
     TransactionNotFound,
     TransactionState,
     WorkflowError,
@@ -235,17 +236,10 @@ class Workflow:
             if unknown:
                 raise TypeError(f"Unknown event name(s) {', '.join(unknown)}")
         stored = self.options["store"]
-        if stored and not generated:
-            tx = runtime.storage.load(
-                self.definition,
-                transaction_id,
-                include_finished=bool(self.options.get("idempotent")),
-            )
+        if stored and self.options.get("idempotent") and not generated:
+            tx = runtime.storage.load(self.definition, transaction_id, include_finished=True)
             if tx is not None:
-                tx.events = events
-                if container is not None:
-                    tx.container = container
-                return tx
+                return self._reuse(tx, events, container)
         run_id = ctx.pop("run_id", None) or str(ULID())
         event_group_id = ctx.pop("event_group_id", None) or str(ULID())
         metadata = {"eventGroupId": event_group_id}
@@ -265,7 +259,23 @@ class Workflow:
         tx.events = events
         tx.result_from = result_from
         if stored:
-            runtime.storage.start(tx)
+            try:
+                runtime.storage.start(tx)
+            except TransactionAlreadyStarted:
+                # An unfinished run holds this id: resume it unless a live worker has it.
+                existing = (
+                    None if generated else runtime.storage.load(self.definition, transaction_id)
+                )
+                if existing is None:
+                    raise
+                return self._reuse(existing, events, container)
+        return tx
+
+    @staticmethod
+    def _reuse(tx: Transaction, events: dict | None, container: Any) -> Transaction:
+        tx.events = events
+        if container is not None:
+            tx.container = container
         return tx
 
     def execute(self, tx: Transaction) -> Transaction:
@@ -274,6 +284,8 @@ class Workflow:
     def result_of(
         self, tx: Transaction, *, throw_on_error: bool = True, log_on_error: bool = False
     ) -> RunResult:
+        if tx.stale:
+            raise TransactionAlreadyStarted(tx.transaction_id)
         errors = tx.get_errors("invoke")
         if log_on_error:
             for error in tx.errors:
