@@ -1,0 +1,175 @@
+"""The admin in a real browser: Debian's Chromium driven by Playwright (from PyPI).
+
+Never run ``playwright install``: the browser is /usr/bin/chromium. Screenshots are
+saved under ``test-artifacts/screenshots/``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.urls import reverse
+
+from workflows_app.models import StepExecution, WorkflowExecution
+
+from . import workflows_for_tests as wf
+from .conftest import run_stored
+
+# Playwright's sync API runs an event loop in this thread; the ORM calls of the test
+# itself are still synchronous and safe.
+os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(not shutil.which(CHROMIUM), reason=f"{CHROMIUM} is not installed"),
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, live_server, admin_user):
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    page.goto(live_server.url + reverse("admin:login"))
+    page.fill("#id_username", admin_user.username)
+    page.fill("#id_password", "password")
+    page.click("input[type=submit]")
+    page.wait_for_url(live_server.url + reverse("admin:index"))
+    # Collapse the admin's navigation sidebar (its state lives in localStorage): the
+    # full-page screenshots are cleaner without the sticky column.
+    page.evaluate("localStorage.setItem('django.admin.navSidebarIsOpen', 'false')")
+    yield page
+    context.close()
+
+
+def shot(page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / name), full_page=True)
+
+
+def age(execution: WorkflowExecution, hours: float) -> None:
+    """Move an execution and its attempts back in time (test data for a long-running run)."""
+    delta = timedelta(hours=hours)
+    execution.refresh_from_db()
+    WorkflowExecution.objects.filter(pk=execution.pk).update(
+        created_at=execution.created_at - delta, started_at=execution.started_at - delta
+    )
+    for step in StepExecution.objects.filter(execution=execution):
+        StepExecution.objects.filter(pk=step.pk).update(
+            started_at=step.started_at - delta + timedelta(seconds=step.pk % 5),
+            ended_at=step.ended_at - delta + timedelta(seconds=step.pk % 5),
+        )
+
+
+def test_list_filter_and_failed_execution(page, live_server):
+    run_stored(wf.OK, {"ref": "a1", "secret": "s3cr3t"})
+    run_stored(wf.REVERTED, {"ref": "b2"})
+    failed = run_stored(wf.FAILED, {"ref": "c3", "card_number": "4111111111111111"})
+    run_stored(wf.WAITING, {"ref": "d4"})
+
+    page.click("text=Workflows")
+    page.wait_for_selector("#result_list")
+    assert page.locator("#result_list tbody tr").count() == 4
+    assert page.locator(".wf-badge.wf-red").count() == 2
+    shot(page, "list.png")
+
+    # Filter by state through the sidebar.
+    page.locator("#changelist-filter a", has_text="Failed").first.click()
+    page.wait_for_url("**state__exact=failed**")
+    rows = page.locator("#result_list tbody tr")
+    assert rows.count() == 1
+    assert failed.transaction_id in rows.first.inner_text()
+
+    # Open it: the graph has a red failed node; the history shows the error.
+    rows.first.locator("a", has_text=failed.transaction_id).click()
+    page.wait_for_selector("svg.wf-graph")
+    failed_node = page.locator('svg.wf-graph g.wf-node[data-state="failed"]').first
+    assert failed_node.get_attribute("data-colour") == "red"
+    assert failed_node.locator("rect").first.get_attribute("stroke") == "#dc2626"
+    assert page.locator("svg.wf-gantt .wf-bar-compensate").count() >= 1
+    history = page.locator("#history")
+    assert "card declined by the bank" in history.inner_text()
+    assert "refund service unavailable" in history.inner_text()
+    assert "4111111111111111" not in page.content()
+    assert page.locator('input[name="_save"]').count() == 0
+    # Clicking a node jumps to its history entry.
+    page.locator('svg.wf-graph a[href="#step-admin-tests-charge-declined"]').click()
+    page.wait_for_url("**#step-admin-tests-charge-declined")
+    shot(page.locator("body").page, "detail-failed.png")
+
+
+def test_complete_a_waiting_step_through_the_form(page, live_server):
+    waiting = run_stored(wf.WAITING, {"ref": "long-1", "order": {"id": 7, "lines": 3}})
+    age(waiting, hours=26)
+
+    page.goto(live_server.url + reverse("admin:workflows_app_workflowexecution_changelist"))
+    page.locator("#result_list a", has_text=waiting.transaction_id).click()
+    page.wait_for_selector("#waiting")
+    assert page.locator(".wf-heading .wf-badge").inner_text().strip() == "Invoking"
+    assert "so far" in page.locator("#general").inner_text()
+    shot(page, "detail-waiting.png")
+
+    page.fill("#waiting textarea[name=response]", '{"approved_by": "ops"}')
+    page.click("#waiting button[value=success]")
+    page.wait_for_selector(".messagelist .success")
+    assert "approve marked succeeded" in page.locator(".messagelist").inner_text()
+    assert page.locator(".wf-heading .wf-badge").inner_text().strip() == "Done"
+    assert page.locator("#waiting").count() == 0
+    assert "3 of 3 steps" in page.locator("#general").inner_text()
+
+
+def test_invalid_json_in_the_step_form_shows_an_error(page, live_server):
+    waiting = run_stored(wf.WAITING, {"ref": "bad-json"})
+
+    page.goto(
+        live_server.url + reverse("admin:workflows_app_workflowexecution_change", args=[waiting.pk])
+    )
+    page.fill("#waiting textarea[name=response]", "{not json")
+    page.click("#waiting button[value=success]")
+    page.wait_for_selector(".errorlist")
+    assert "Enter a valid JSON." in page.locator(".errorlist").inner_text()
+    assert page.locator("textarea[name=response]").input_value() == "{not json"
+
+
+def test_run_a_workflow_from_the_definitions_page(page, live_server):
+    page.click("text=Workflow definitions")
+    page.wait_for_selector(f"#workflow-{wf.OK}")
+    section = page.locator(f"#workflow-{wf.OK}")
+    assert section.locator("svg.wf-graph g.wf-node").count() == 3
+    shot(page, "definitions.png")
+
+    section.locator("textarea[name=input]").fill('{"ref": "from-the-browser"}')
+    section.locator("button", has_text=f"Run {wf.OK}").click()
+    page.wait_for_url("**/change/")
+    execution = WorkflowExecution.objects.get(workflow_id=wf.OK)
+    assert page.url.endswith(
+        reverse("admin:workflows_app_workflowexecution_change", args=[execution.pk])
+    )
+    assert page.locator(".wf-heading .wf-badge").inner_text().strip() == "Done"
+    assert "from-the-browser" in page.locator("#payload").inner_text()

@@ -1,0 +1,91 @@
+"""Workflows the admin tests run (registered on import; names are unique to these tests)."""
+
+from __future__ import annotations
+
+import threading
+
+from workflows_app.sdk import StepResponse, create_step, create_workflow
+
+OK = "admin-tests-ok"
+REVERTED = "admin-tests-reverted"
+FAILED = "admin-tests-failed"
+WAITING = "admin-tests-waiting"
+IN_MEMORY = "admin-tests-in-memory"
+
+KEEP = {"store": True, "retention_time": 3600}
+
+_lock = threading.Lock()
+_compensations_failed: set[str] = set()
+
+
+def _reserve(value, ctx):
+    ref = value.get("ref") if isinstance(value, dict) else None
+    return StepResponse({"reserved": True, "password": "hunter2", "ref": ref}, {"ref": ref})
+
+
+def _release(data, ctx):
+    return None
+
+
+def _release_fails_once(data, ctx):
+    """The first compensation of a ref raises; a retry of the compensation passes."""
+    ref = (data or {}).get("ref")
+    with _lock:
+        first = ref not in _compensations_failed
+        _compensations_failed.add(ref)
+    if first:
+        raise RuntimeError("refund service unavailable")
+
+
+def _charge(value, ctx):
+    return StepResponse({"charged": 42})
+
+
+def _charge_declined(value, ctx):
+    raise ValueError("card declined by the bank")
+
+
+def _ship(value, ctx):
+    return StepResponse({"shipped": True})
+
+
+reserve = create_step("admin-tests-reserve", _reserve, _release)
+reserve_flaky_undo = create_step("admin-tests-reserve-flaky", _reserve, _release_fails_once)
+charge = create_step("admin-tests-charge", _charge)
+charge_declined = create_step("admin-tests-charge-declined", _charge_declined)
+ship = create_step("admin-tests-ship", _ship)
+approve = create_step("approve", lambda value, ctx: None, async_=True)
+echo = create_step("admin-tests-echo", lambda value, ctx: StepResponse({"echo": value}))
+
+
+def _ok(input):
+    reserved = reserve(input)
+    charged = charge(reserved)
+    return ship(charged)
+
+
+def _reverted(input):
+    reserved = reserve(input)
+    return charge_declined(reserved)
+
+
+def _failed(input):
+    reserved = reserve_flaky_undo(input)
+    return charge_declined(reserved)
+
+
+def _waiting(input):
+    reserved = reserve(input)
+    approved = approve(reserved)
+    return ship(approved)
+
+
+def _in_memory(input):
+    return echo(input)
+
+
+create_workflow(OK, _ok, **KEEP)
+create_workflow(REVERTED, _reverted, **KEEP)
+create_workflow(FAILED, _failed, **KEEP)
+create_workflow(WAITING, _waiting, **KEEP)
+create_workflow(IN_MEMORY, _in_memory)

@@ -1,0 +1,423 @@
+"""Server-side SVG drawings for the admin: the step graph and the attempts Gantt chart.
+
+Pure functions over plain data (the flow JSON of an execution, the description of a
+definition, step attempts). Nothing here imports Django. Every piece of text put in
+the SVG goes through :func:`html.escape`, so the returned strings are safe to insert
+into a page as they are.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from html import escape
+from typing import Any
+
+ROOT_ID = "_root"
+
+#: Colour names of the admin palette (Medusa's dashboard: green, red, orange, grey).
+PALETTE: dict[str, tuple[str, str]] = {
+    # name: (fill, stroke)
+    "green": ("#dcfce7", "#16a34a"),
+    "red": ("#fee2e2", "#dc2626"),
+    "orange": ("#ffedd5", "#ea580c"),
+    "grey": ("#f3f4f6", "#6b7280"),
+    "neutral": ("#f8fafc", "#94a3b8"),
+}
+
+#: Transaction state -> colour of its badge (Medusa's ``getTransactionStateColor``).
+TRANSACTION_STATE_COLOURS: dict[str, str] = {
+    "done": "green",
+    "failed": "red",
+    "reverted": "red",
+    "invoking": "orange",
+    "waiting_to_compensate": "orange",
+    "compensating": "orange",
+    "not_started": "green",
+}
+
+#: Step state -> colour of its node in the timeline and its dot in the history.
+STEP_STATE_COLOURS: dict[str, str] = {
+    "done": "green",
+    "invoking": "orange",
+    "compensating": "orange",
+    "waiting": "orange",
+    "failed": "red",
+    "reverted": "red",
+    "timeout": "red",
+    "dormant": "red",
+    "skipped": "neutral",
+    "skipped_failure": "neutral",
+    "not_started": "grey",
+}
+
+STEP_STATE_LABELS: dict[str, str] = {
+    "done": "Done",
+    "invoking": "Invoking",
+    "compensating": "Compensating",
+    "waiting": "Waiting for response",
+    "failed": "Failed",
+    "reverted": "Reverted",
+    "timeout": "Timeout",
+    "dormant": "Dormant",
+    "skipped": "Skipped",
+    "skipped_failure": "Skipped (Failure)",
+    "not_started": "Not started",
+}
+
+_ANCHOR_UNSAFE = re.compile(r"[^A-Za-z0-9_.:-]+")
+
+
+def html_id(prefix: str, name: str) -> str:
+    """``prefix-name`` usable as an HTML id (unsafe characters replaced by ``-``)."""
+    return f"{prefix}-" + _ANCHOR_UNSAFE.sub("-", str(name))
+
+
+def step_anchor(action: str) -> str:
+    """The HTML id of a step's history entry: ``step-<action>``."""
+    return html_id("step", action)
+
+
+def step_colour(state: str) -> str:
+    return STEP_STATE_COLOURS.get(state, "grey")
+
+
+def transaction_colour(state: str) -> str:
+    return TRANSACTION_STATE_COLOURS.get(state, "grey")
+
+
+def _action_of(step_id: str, step: Mapping[str, Any]) -> str:
+    definition = step.get("definition") or {}
+    return str(definition.get("action") or step_id.rsplit(".", 1)[-1])
+
+
+def flow_steps(execution: Mapping[str, Any] | None) -> list[tuple[str, dict]]:
+    """The non-root steps of a flow (the ``execution`` column), in their stored order."""
+    if not isinstance(execution, Mapping):
+        return []
+    steps = execution.get("steps")
+    if not isinstance(steps, Mapping):
+        return []
+    return [(sid, s) for sid, s in steps.items() if sid != ROOT_ID and isinstance(s, Mapping)]
+
+
+def display_state(step: Mapping[str, Any]) -> str:
+    """The one state shown for a step of a flow.
+
+    A failed or timed-out invoke wins (it is what went wrong); otherwise a step whose
+    compensation started shows the compensation's state; a step waiting for an async
+    response shows ``waiting``; else the invoke state.
+    """
+    invoke = step.get("invoke") or {}
+    compensate = step.get("compensate") or {}
+    invoke_state = str(invoke.get("state") or "not_started")
+    comp_state = str(compensate.get("state") or "dormant")
+    if invoke_state in ("failed", "timeout"):
+        return invoke_state
+    if comp_state not in ("dormant", "not_started"):
+        if comp_state == "compensating" and compensate.get("status") == "waiting_response":
+            return "waiting"
+        return comp_state
+    if invoke_state == "invoking" and invoke.get("status") == "waiting_response":
+        return "waiting"
+    return invoke_state
+
+
+def progress(execution: Mapping[str, Any] | None) -> tuple[int, int]:
+    """``(completed, total)``: non-root steps, and those whose invoke state is ``done``."""
+    steps = flow_steps(execution)
+    done = sum(1 for _sid, s in steps if (s.get("invoke") or {}).get("state") == "done")
+    return done, len(steps)
+
+
+@dataclass
+class Node:
+    """One box of the step graph."""
+
+    id: str
+    label: str
+    depth: int
+    next: list[str] = field(default_factory=list)
+    state: str = "not_started"
+    state_label: str = ""
+    href: str | None = None
+    title: str = ""
+
+
+def nodes_from_flow(execution: Mapping[str, Any] | None, link: bool = True) -> list[Node]:
+    """Graph nodes of a stored execution, coloured by :func:`display_state`."""
+    nodes = []
+    for sid, step in flow_steps(execution):
+        action = _action_of(sid, step)
+        state = display_state(step)
+        nodes.append(
+            Node(
+                id=sid,
+                label=action,
+                depth=int(step.get("depth") or sid.count(".")),
+                next=[str(n) for n in step.get("next") or []],
+                state=state,
+                state_label=STEP_STATE_LABELS.get(state, state.replace("_", " ").capitalize()),
+                href="#" + step_anchor(action) if link else None,
+                title=f"{action}: {STEP_STATE_LABELS.get(state, state)}",
+            )
+        )
+    return nodes
+
+
+def nodes_from_description(steps: Iterable[Mapping[str, Any]]) -> list[Node]:
+    """Graph nodes of a workflow definition (``workflow_engine.describe(...)["steps"]``)."""
+    nodes = []
+    for step in steps:
+        sid = str(step["id"])
+        action = str(step.get("action") or sid.rsplit(".", 1)[-1])
+        operation = str(step.get("operation") or "step")
+        nodes.append(
+            Node(
+                id=sid,
+                label=action,
+                depth=int(step.get("depth") or sid.count(".")),
+                next=[str(n) for n in step.get("next") or []],
+                state="not_started",
+                state_label="" if operation == "step" else operation,
+                href=None,
+                title=action if operation == "step" else f"{action} ({operation})",
+            )
+        )
+    return nodes
+
+
+# Layout constants of the step graph (pixels). Nodes are as wide as the longest label
+# needs (about 7.5 px a character at 13 px bold), between NODE_MIN_W and NODE_MAX_W.
+NODE_MIN_W = 150
+NODE_MAX_W = 280
+CHAR_W = 7.5
+NODE_H = 46
+GAP_X = 56
+GAP_Y = 18
+PAD = 16
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def step_graph_svg(nodes: Sequence[Node], *, title: str = "Step graph") -> str:
+    """An SVG of the nodes in columns by depth, with arrows from each node to its ``next``.
+
+    Nodes with an ``href`` are wrapped in ``<a>`` links. Returns ``""`` for no nodes.
+    """
+    if not nodes:
+        return ""
+    depths = sorted({n.depth for n in nodes})
+    column_of = {d: i for i, d in enumerate(depths)}
+    columns: dict[int, list[Node]] = {}
+    for node in nodes:
+        columns.setdefault(column_of[node.depth], []).append(node)
+    rows = max(len(c) for c in columns.values())
+    longest = max(len(n.label) for n in nodes)
+    node_w = int(min(max(38 + longest * CHAR_W, NODE_MIN_W), NODE_MAX_W))
+    max_label = longest if node_w < NODE_MAX_W else int((node_w - 38) / CHAR_W)
+    width = PAD * 2 + len(depths) * node_w + (len(depths) - 1) * GAP_X
+    height = PAD * 2 + rows * NODE_H + (rows - 1) * GAP_Y
+    position: dict[str, tuple[int, int]] = {}
+    for col, members in columns.items():
+        # Centre shorter columns vertically.
+        offset = (rows - len(members)) * (NODE_H + GAP_Y) // 2
+        for row, node in enumerate(members):
+            position[node.id] = (
+                PAD + col * (node_w + GAP_X),
+                PAD + offset + row * (NODE_H + GAP_Y),
+            )
+
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="wf-graph" role="img" '
+        f'width="{width}" height="{height}" viewBox="0 0 {width} {height}">',
+        f"<title>{escape(title)}</title>",
+        '<defs><marker id="wf-arrow" viewBox="0 0 10 10" refX="9" refY="5" '
+        'markerWidth="7" markerHeight="7" orient="auto-start-reverse">'
+        '<path d="M 0 0 L 10 5 L 0 10 z" fill="#94a3b8"/></marker></defs>',
+    ]
+    for node in nodes:
+        x1, y1 = position[node.id]
+        for target in node.next:
+            if target not in position:
+                continue
+            x2, y2 = position[target]
+            sx, sy = x1 + node_w, y1 + NODE_H // 2
+            ex, ey = x2 - 2, y2 + NODE_H // 2
+            mid = (sx + ex) // 2
+            out.append(
+                f'<path class="wf-edge" d="M {sx} {sy} C {mid} {sy}, {mid} {ey}, {ex} {ey}" '
+                'fill="none" stroke="#94a3b8" stroke-width="1.5" marker-end="url(#wf-arrow)"/>'
+            )
+    for node in nodes:
+        x, y = position[node.id]
+        colour = step_colour(node.state)
+        fill, stroke = PALETTE[colour]
+        group = [
+            f'<g class="wf-node wf-state-{escape(node.state)}" data-step="{escape(node.id)}" '
+            f'data-state="{escape(node.state)}" data-colour="{colour}">',
+            f"<title>{escape(node.title or node.label)}</title>",
+            f'<rect x="{x}" y="{y}" width="{node_w}" height="{NODE_H}" rx="8" '
+            f'fill="{fill}" stroke="{stroke}" stroke-width="1.5"/>',
+            f'<rect x="{x + 10}" y="{y + (12 if node.state_label else 18)}" width="10" '
+            f'height="10" rx="2" fill="{stroke}"/>',
+            f'<text x="{x + 28}" y="{y + (21 if node.state_label else 27)}" font-size="13" '
+            f'font-weight="600" fill="#111827">{escape(_clip(node.label, max_label))}</text>',
+        ]
+        if node.state_label:
+            group.append(
+                f'<text x="{x + 28}" y="{y + 37}" font-size="11" fill="{stroke}">'
+                f"{escape(node.state_label)}</text>"
+            )
+        group.append("</g>")
+        body = "".join(group)
+        if node.href:
+            body = f'<a href="{escape(node.href)}" class="wf-node-link">{body}</a>'
+        out.append(body)
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+# Gantt chart
+
+
+@dataclass
+class Bar:
+    """One attempt of a step handler on the time axis."""
+
+    label: str
+    handler_type: str  # "invoke" or "compensate"
+    attempt: int
+    status: str
+    start: datetime
+    end: datetime | None
+    href: str | None = None
+
+
+GANTT_COLOURS = {
+    "invoke": ("#3b82f6", "#1d4ed8"),
+    "compensate": ("#a855f7", "#7e22ce"),
+}
+FAILED_STROKE = "#dc2626"
+LABEL_W = 240
+CHART_W = 620
+ROW_H = 22
+AXIS_H = 26
+LEGEND_H = 24
+
+
+def format_duration_ms(ms: float | int | None) -> str:
+    """``0.25 ms``, ``850 ms``, ``12.3 s``, ``4 min 05 s``, ``2 h 07 min``; ``""`` for ``None``."""
+    if ms is None:
+        return ""
+    if 0 < ms < 10 and ms != int(ms):
+        return f"{ms:.2f}".rstrip("0").rstrip(".") + " ms"
+    ms = max(0, int(ms))
+    if ms < 1000:
+        return f"{ms} ms"
+    seconds = ms / 1000
+    if seconds < 60:
+        return f"{seconds:.1f} s".replace(".0 s", " s")
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes:02d} min"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours:02d} h"
+
+
+def gantt_svg(bars: Sequence[Bar], now: datetime | None = None, *, title: str = "Gantt") -> str:
+    """An SVG with one row per attempt, on an axis from the first start to the last end.
+
+    Attempts still running or waiting (no end, or status ``RUNNING``/``WAITING``) reach
+    ``now`` and are drawn dashed. Returns ``""`` for no bars.
+    """
+    bars = [b for b in bars if b.start is not None]
+    if not bars:
+        return ""
+    ends = []
+    for bar in bars:
+        end = bar.end or bar.start
+        if now is not None and (bar.end is None or bar.status in ("RUNNING", "WAITING")):
+            end = max(end, now)
+        ends.append(end)
+    t0 = min(b.start for b in bars)
+    t1 = max(ends)
+    span_ms = max((t1 - t0).total_seconds() * 1000, 1.0)
+    height = LEGEND_H + AXIS_H + len(bars) * ROW_H + 8
+    width = LABEL_W + CHART_W + 24
+
+    def x_at(moment: datetime) -> float:
+        return LABEL_W + (moment - t0).total_seconds() * 1000 / span_ms * CHART_W
+
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="wf-gantt" role="img" '
+        f'width="{width}" height="{height}" viewBox="0 0 {width} {height}">',
+        f"<title>{escape(title)}</title>",
+    ]
+    # Legend.
+    lx = LABEL_W
+    for name, text in (("invoke", "Invoke"), ("compensate", "Compensate")):
+        fill, stroke = GANTT_COLOURS[name]
+        out.append(
+            f'<rect x="{lx}" y="6" width="14" height="10" rx="2" fill="{fill}" stroke="{stroke}"/>'
+            f'<text x="{lx + 20}" y="15" font-size="11" fill="#374151">{text}</text>'
+        )
+        lx += 110
+    out.append(
+        f'<rect x="{lx}" y="6" width="14" height="10" rx="2" fill="#ffffff" '
+        f'stroke="{FAILED_STROKE}" stroke-width="2"/>'
+        f'<text x="{lx + 20}" y="15" font-size="11" fill="#374151">Failed attempt</text>'
+    )
+    lx += 120
+    out.append(
+        f'<rect x="{lx}" y="6" width="14" height="10" rx="2" fill="#ffffff" stroke="#6b7280" '
+        f'stroke-dasharray="3 2"/>'
+        f'<text x="{lx + 20}" y="15" font-size="11" fill="#374151">Running / waiting</text>'
+    )
+    # Axis with five ticks.
+    axis_y = LEGEND_H + AXIS_H - 6
+    chart_bottom = LEGEND_H + AXIS_H + len(bars) * ROW_H
+    for i in range(5):
+        tick_ms = span_ms * i / 4
+        tx = LABEL_W + CHART_W * i / 4
+        anchor = "start" if i == 0 else ("end" if i == 4 else "middle")
+        out.append(
+            f'<line x1="{tx:.1f}" y1="{axis_y}" x2="{tx:.1f}" y2="{chart_bottom}" '
+            'stroke="#e5e7eb" stroke-width="1"/>'
+            f'<text x="{tx:.1f}" y="{axis_y - 4}" font-size="10" fill="#6b7280" '
+            f'text-anchor="{anchor}">+{escape(format_duration_ms(tick_ms))}</text>'
+        )
+    for row, (bar, end) in enumerate(zip(bars, ends, strict=True)):
+        y = LEGEND_H + AXIS_H + row * ROW_H
+        fill, stroke = GANTT_COLOURS.get(bar.handler_type, GANTT_COLOURS["invoke"])
+        failed = bar.status in ("FAILED", "TIMED_OUT")
+        open_ended = end != (bar.end or bar.start) or bar.status in ("RUNNING", "WAITING")
+        x = x_at(bar.start)
+        w = max(x_at(end) - x, 3.0)
+        suffix = " (comp.)" if bar.handler_type == "compensate" else ""
+        label = f"{bar.label} #{bar.attempt}{suffix}"
+        text = (
+            f'<text x="{LABEL_W - 8}" y="{y + 15}" font-size="11" fill="#111827" '
+            f'text-anchor="end">{escape(_clip(label, 36))}</text>'
+        )
+        if bar.href:
+            text = f'<a href="{escape(bar.href)}">{text}</a>'
+        duration = format_duration_ms((end - bar.start).total_seconds() * 1000)
+        tip = f"{label}: {bar.status.lower()}, {duration}"
+        extra = ' stroke-dasharray="4 2" fill-opacity="0.45"' if open_ended else ""
+        out.append(
+            f'<g class="wf-bar wf-bar-{escape(bar.handler_type)}" '
+            f'data-status="{escape(bar.status)}"><title>{escape(tip)}</title>{text}'
+            f'<rect x="{x:.1f}" y="{y + 4}" width="{w:.1f}" height="{ROW_H - 8}" rx="3" '
+            f'fill="{fill}" stroke="{FAILED_STROKE if failed else stroke}" '
+            f'stroke-width="{2 if failed else 1}"{extra}/></g>'
+        )
+    out.append("</svg>")
+    return "\n".join(out)
