@@ -1,0 +1,659 @@
+"""Views of the API. Every operation goes through ``workflow_engine``.
+
+Authentication, permissions, parsers, renderers, pagination, filtering and the
+exception handler are pinned here, so the host's ``REST_FRAMEWORK`` defaults do not
+change how the API behaves.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import time
+from collections.abc import Iterator
+from typing import Any
+from uuid import uuid4
+
+from django.http import StreamingHttpResponse
+from django.utils.translation import gettext as _
+from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
+from rest_framework import status, viewsets
+from rest_framework.authentication import SessionAuthentication, TokenAuthentication
+from rest_framework.decorators import action
+from rest_framework.exceptions import ParseError, ValidationError
+from rest_framework.parsers import JSONParser
+from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.response import Response
+
+from ..engine import ExecutionNotFound, workflow_engine
+from ..models import WorkflowExecution
+from ..orchestration import InvalidTransactionStateError, TransactionNotFound
+from ..sdk import RunResult, Workflow
+from ..status import FINISHED_STATES
+from .exceptions import api_exception_handler
+from .filters import WorkflowExecutionFilter
+from .pagination import ExecutionCursorPagination
+from .permissions import api_permissions
+from .serializers import (
+    LIST_DEFERRED_FIELDS,
+    ActionResultSerializer,
+    ErrorSerializer,
+    RetrySerializer,
+    RunAcceptedSerializer,
+    RunFinishedSerializer,
+    RunSerializer,
+    StepFailureSerializer,
+    StepSuccessSerializer,
+    WorkflowDefinitionSerializer,
+    WorkflowExecutionDetailSerializer,
+    WorkflowExecutionListSerializer,
+    jsonable,
+    redacted,
+)
+
+ERROR = OpenApiResponse(ErrorSerializer, description="Error")
+AUTH_ERRORS = {401: ERROR, 403: ERROR}
+TAG_DEFINITIONS = "workflows"
+TAG_EXECUTIONS = "workflow executions"
+
+
+class SafeJSONParser(JSONParser):
+    """JSON parser that reports over-deep documents as a parse error, not a crash."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise ParseError(_("JSON parse error - document nested too deeply."))
+
+
+class EventStreamRenderer(BaseRenderer):
+    """Lets clients ask for ``text/event-stream``; errors become one ``error`` event."""
+
+    media_type = "text/event-stream"
+    format = "sse"
+    charset = "utf-8"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        if data is None:
+            return b""
+        return sse("error", data).encode()
+
+
+class WorkflowsAPIMixin:
+    """Settings every view of the app pins."""
+
+    authentication_classes = [TokenAuthentication, SessionAuthentication]
+    parser_classes = [SafeJSONParser]
+    renderer_classes = [JSONRenderer]
+    pagination_class = None
+    filter_backends: list[Any] = []
+
+    def get_permissions(self):
+        # Read on every request so that WORKFLOWS changes (override_settings) apply.
+        return api_permissions()
+
+    def get_exception_handler(self):
+        return api_exception_handler
+
+
+def validated(serializer_class: type, data: Any) -> dict:
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+def stored_execution(acknowledgement: dict) -> WorkflowExecution | None:
+    """The stored row of the run an acknowledgement describes, with its step log."""
+    return (
+        workflow_engine.list_workflow_executions(
+            filters={
+                "workflow_id": acknowledgement["workflow_id"],
+                "transaction_id": acknowledgement["transaction_id"],
+                "run_id": acknowledgement["run_id"],
+            }
+        )
+        .prefetch_related("step_executions")
+        .first()
+    )
+
+
+def run_response(res: RunResult) -> Response:
+    """201 with the outcome of a finished run, 202 with an acknowledgement otherwise."""
+    ack = jsonable(res.acknowledgement)
+    if not ack["has_finished"]:
+        execution_id = (
+            workflow_engine.list_workflow_executions(
+                filters={
+                    "workflow_id": ack["workflow_id"],
+                    "transaction_id": ack["transaction_id"],
+                    "run_id": ack["run_id"],
+                }
+            )
+            .values_list("id", flat=True)
+            .first()
+        )
+        body = RunAcceptedSerializer({"acknowledgement": ack, "execution_id": execution_id}).data
+        return Response(body, status=status.HTTP_202_ACCEPTED)
+    body = RunFinishedSerializer(
+        {
+            "acknowledgement": ack,
+            "result": redacted(res.result),
+            "errors": redacted([error.to_dict() for error in res.errors]),
+            "execution": stored_execution(ack),
+        }
+    ).data
+    return Response(body, status=status.HTTP_201_CREATED)
+
+
+def action_response(res: RunResult) -> Response:
+    ack = jsonable(res.acknowledgement)
+    body = ActionResultSerializer(
+        {"success": True, "acknowledgement": ack, "execution": stored_execution(ack)}
+    ).data
+    return Response(body, status=status.HTTP_200_OK)
+
+
+def step_actions(workflow: Workflow) -> set[str]:
+    return {step["action"] for step in workflow_engine.describe(workflow)["steps"]}
+
+
+def check_step(workflow: Workflow, step_id: str) -> None:
+    if step_id not in step_actions(workflow):
+        raise ValidationError(
+            {
+                "step_id": [
+                    _("Workflow %(w)s has no step %(s)r.") % {"w": workflow.name, "s": step_id}
+                ]
+            }
+        )
+
+
+def finished_instead(workflow_id: str, transaction_id: str, exc: TransactionNotFound) -> Exception:
+    """409 when the transaction exists but has finished, the original 404 otherwise."""
+    exists = workflow_engine.list_workflow_executions(
+        filters={"workflow_id": workflow_id, "transaction_id": transaction_id}
+    ).exists()
+    if exists:
+        return InvalidTransactionStateError(
+            _("Transaction %(t)s of %(w)s has already finished.")
+            % {"t": transaction_id, "w": workflow_id}
+        )
+    return exc
+
+
+# Definitions
+
+
+@extend_schema_view(
+    list=extend_schema(
+        tags=[TAG_DEFINITIONS],
+        summary="List workflow definitions",
+        responses={200: WorkflowDefinitionSerializer(many=True), **AUTH_ERRORS},
+    ),
+    retrieve=extend_schema(
+        tags=[TAG_DEFINITIONS],
+        summary="Describe one workflow definition",
+        responses={200: WorkflowDefinitionSerializer, 404: ERROR, **AUTH_ERRORS},
+    ),
+)
+class WorkflowViewSet(WorkflowsAPIMixin, viewsets.ViewSet):
+    """Registered workflow definitions, and running them."""
+
+    lookup_field = "workflow_id"
+    lookup_value_regex = "[^/]+"
+    serializer_class = WorkflowDefinitionSerializer
+
+    def list(self, request):
+        data = [jsonable(workflow_engine.describe(w)) for w in workflow_engine.list_definitions()]
+        return Response(WorkflowDefinitionSerializer(data, many=True).data)
+
+    def retrieve(self, request, workflow_id: str):
+        workflow = workflow_engine.get_workflow(workflow_id)
+        return Response(
+            WorkflowDefinitionSerializer(jsonable(workflow_engine.describe(workflow))).data
+        )
+
+    @extend_schema(
+        tags=[TAG_DEFINITIONS],
+        summary="Run a workflow",
+        description=(
+            "Runs the workflow in the request. `201`: the run finished (done, failed or "
+            "reverted; failures are reported in `errors` and `acknowledgement.has_failed`). "
+            "`202`: the run continues, e.g. an async step waits for "
+            "`steps/success`. With the `transaction_id` of an unfinished stored "
+            "transaction the run resumes it."
+        ),
+        request=RunSerializer,
+        responses={
+            201: RunFinishedSerializer,
+            202: RunAcceptedSerializer,
+            400: ERROR,
+            404: ERROR,
+            409: ERROR,
+            **AUTH_ERRORS,
+        },
+        examples=[
+            OpenApiExample("Run with input", value={"input": {"order_id": 42}}, request_only=True),
+        ],
+    )
+    @action(detail=True, methods=["post"])
+    def run(self, request, workflow_id: str):
+        workflow_engine.get_workflow(workflow_id)
+        data = validated(RunSerializer, request.data)
+        res = workflow_engine.run(
+            workflow_id,
+            input=data["input"],
+            transaction_id=data.get("transaction_id"),
+            throw_on_error=False,
+        )
+        return run_response(res)
+
+    def _step_command(self, request, workflow_id: str, serializer_class: type, success: bool):
+        workflow = workflow_engine.get_workflow(workflow_id)
+        data = validated(serializer_class, request.data)
+        check_step(workflow, data["step_id"])
+        ids = {
+            "workflow_id": workflow_id,
+            "transaction_id": data["transaction_id"],
+            "step_id": data["step_id"],
+            "action": data["action"],
+        }
+        try:
+            if success:
+                res = workflow_engine.set_step_success(
+                    **ids, response=data["response"], compensate_input=data["compensate_input"]
+                )
+            else:
+                error = data["error"] if data["error"] is not None else data["response"]
+                res = workflow_engine.set_step_failure(
+                    **ids, error=error, force_permanent_failure=data["force_permanent_failure"]
+                )
+        except TransactionNotFound as exc:
+            raise finished_instead(workflow_id, data["transaction_id"], exc) from None
+        return action_response(res)
+
+    @extend_schema(
+        tags=[TAG_DEFINITIONS],
+        summary="Complete a waiting step",
+        description=(
+            "Sets the response of a step waiting for one (an async step) and continues "
+            "the transaction. `409` when the step is not waiting or the transaction has "
+            "finished."
+        ),
+        request=StepSuccessSerializer,
+        responses={200: ActionResultSerializer, 400: ERROR, 404: ERROR, 409: ERROR, **AUTH_ERRORS},
+    )
+    @action(detail=True, methods=["post"], url_path="steps/success", url_name="step-success")
+    def step_success(self, request, workflow_id: str):
+        return self._step_command(request, workflow_id, StepSuccessSerializer, True)
+
+    @extend_schema(
+        tags=[TAG_DEFINITIONS],
+        summary="Fail a waiting step",
+        description=(
+            "Fails a step waiting for a response; its retries apply unless "
+            "`force_permanent_failure`. The error is `error`, else `response`."
+        ),
+        request=StepFailureSerializer,
+        responses={200: ActionResultSerializer, 400: ERROR, 404: ERROR, 409: ERROR, **AUTH_ERRORS},
+    )
+    @action(detail=True, methods=["post"], url_path="steps/failure", url_name="step-failure")
+    def step_failure(self, request, workflow_id: str):
+        return self._step_command(request, workflow_id, StepFailureSerializer, False)
+
+
+# Executions
+
+
+def sse(event: str, data: Any) -> str:
+    """One Server-Sent Events message."""
+    return f"event: {event}\ndata: {json.dumps(jsonable(data), separators=(',', ':'))}\n\n"
+
+
+class ExecutionEventStream:
+    """The events of one execution's transaction, as ``text/event-stream`` chunks.
+
+    Subscribes at creation (so nothing between the state check and the first read is
+    lost) and unsubscribes when the stream ends or the response is closed. The stored
+    row is polled as well, so a run finished by another process also ends the stream.
+    """
+
+    def __init__(
+        self,
+        execution: WorkflowExecution,
+        *,
+        max_seconds: float,
+        keepalive_seconds: float,
+        poll_seconds: float,
+    ) -> None:
+        self.execution_id = execution.pk
+        self.workflow_id = execution.workflow_id
+        self.transaction_id = execution.transaction_id
+        self.max_seconds = max_seconds
+        self.keepalive_seconds = keepalive_seconds
+        self.poll_seconds = poll_seconds
+        self.events: queue.SimpleQueue[dict] = queue.SimpleQueue()
+        self.subscriber_id = f"workflows-api-events-{uuid4().hex}"
+        self.subscribed = True
+        workflow_engine.subscribe(
+            self.workflow_id,
+            self.events.put,
+            transaction_id=self.transaction_id,
+            subscriber_id=self.subscriber_id,
+        )
+        try:
+            self.initial_state = self._state()
+        except BaseException:
+            self.close()
+            raise
+
+    def __iter__(self) -> Iterator[str]:
+        return self._generate()
+
+    def close(self) -> None:
+        if self.subscribed:
+            self.subscribed = False
+            workflow_engine.unsubscribe(self.workflow_id, self.subscriber_id)
+
+    def _state(self) -> str | None:
+        return (
+            workflow_engine.list_workflow_executions(filters={"id": self.execution_id})
+            .values_list("state", flat=True)
+            .first()
+        )
+
+    def _live(self, payload: dict) -> str:
+        return sse(payload.get("event_type") or "message", redacted(self._with_id(payload)))
+
+    def _with_id(self, payload: dict) -> dict:
+        return {**payload, "execution_id": self.execution_id}
+
+    def _final(self) -> str:
+        """An ``on_finish`` event built from the stored row."""
+        row = (
+            workflow_engine.list_workflow_executions(filters={"id": self.execution_id})
+            .values("state", "status", "output_payload", "error", "context")
+            .first()
+        )
+        context = (row or {}).get("context") or {}
+        payload = {
+            "event_type": "on_finish",
+            "workflow_id": self.workflow_id,
+            "transaction_id": self.transaction_id,
+            "state": row["state"] if row else None,
+            "status": row["status"] if row else None,
+            "step": None,
+            "response": None,
+            "result": row["output_payload"] if row else None,
+            "errors": context.get("errors", []) if isinstance(context, dict) else [],
+            "error": row["error"] if row else None,
+            "stored": True,
+        }
+        return sse("on_finish", redacted(self._with_id(payload)))
+
+    def _drain(self, grace: float) -> Iterator[str]:
+        """Send queued events; stop after ``on_finish``. Sets ``self.finished``."""
+        while True:
+            try:
+                payload = self.events.get(timeout=grace) if grace else self.events.get_nowait()
+            except queue.Empty:
+                return
+            yield self._live(payload)
+            if payload.get("event_type") == "on_finish":
+                self.finished = True
+                return
+
+    def _generate(self) -> Iterator[str]:
+        self.finished = False
+        try:
+            yield f": events of {self.execution_id}\n\n"
+            if self.initial_state is None or self.initial_state in FINISHED_STATES:
+                yield from self._drain(0)
+                if not self.finished:
+                    yield self._final()
+                return
+            start = time.monotonic()
+            deadline = start + self.max_seconds
+            next_keepalive = start + self.keepalive_seconds
+            next_poll = start + self.poll_seconds
+            while True:
+                now = time.monotonic()
+                if now >= deadline:
+                    yield sse(
+                        "stream_timeout",
+                        {"execution_id": self.execution_id, "seconds": self.max_seconds},
+                    )
+                    return
+                wait = max(0.01, min(deadline, next_keepalive, next_poll) - now)
+                try:
+                    payload = self.events.get(timeout=wait)
+                except queue.Empty:
+                    payload = None
+                if payload is not None:
+                    yield self._live(payload)
+                    if payload.get("event_type") == "on_finish":
+                        return
+                    continue
+                now = time.monotonic()
+                if now >= next_poll:
+                    next_poll = now + self.poll_seconds
+                    state = self._state()
+                    if state is None or state in FINISHED_STATES:
+                        # Let an in-process on_finish that is on its way arrive first.
+                        yield from self._drain(0.25)
+                        if not self.finished:
+                            yield self._final()
+                        return
+                if now >= next_keepalive:
+                    next_keepalive = now + self.keepalive_seconds
+                    yield ": keep-alive\n\n"
+        finally:
+            self.close()
+
+
+EXECUTION_ID = OpenApiParameter(
+    "id", OpenApiTypes.STR, OpenApiParameter.PATH, description="Execution id (wf_exec_...)."
+)
+
+
+@extend_schema_view(
+    list=extend_schema(
+        tags=[TAG_EXECUTIONS],
+        summary="List stored executions",
+        description=(
+            "Newest first, cursor-paginated (`next`/`previous` links; no total count). "
+            "Leaves out `execution`, `context` and the payloads; fetch one execution for "
+            "those."
+        ),
+        responses={
+            200: WorkflowExecutionListSerializer(many=True),
+            400: ERROR,
+            404: OpenApiResponse(ErrorSerializer, description="Invalid cursor"),
+            **AUTH_ERRORS,
+        },
+    ),
+    retrieve=extend_schema(
+        tags=[TAG_EXECUTIONS],
+        summary="One stored execution",
+        parameters=[EXECUTION_ID],
+        responses={200: WorkflowExecutionDetailSerializer, 404: ERROR, **AUTH_ERRORS},
+    ),
+)
+class WorkflowExecutionViewSet(WorkflowsAPIMixin, viewsets.GenericViewSet):
+    """Stored executions: list, inspect, cancel, retry, re-run and follow."""
+
+    queryset = WorkflowExecution.objects.none()
+    lookup_url_kwarg = "id"
+    lookup_value_regex = "[^/]+"
+    pagination_class = ExecutionCursorPagination
+    filter_backends = [DjangoFilterBackend]
+    filterset_class = WorkflowExecutionFilter
+
+    #: Bounds of ``events/``: total duration, keep-alive comment and state poll periods.
+    events_max_seconds = 600.0
+    events_keepalive_seconds = 15.0
+    events_poll_seconds = 2.0
+
+    def get_queryset(self):
+        return workflow_engine.list_workflow_executions().defer(*LIST_DEFERRED_FIELDS)
+
+    def get_serializer_class(self):
+        if self.action == "list":
+            return WorkflowExecutionListSerializer
+        return WorkflowExecutionDetailSerializer
+
+    def get_execution(self, execution_id: str) -> WorkflowExecution:
+        if "\x00" in execution_id:
+            raise ExecutionNotFound(f"Workflow execution {execution_id!r} could not be found.")
+        return workflow_engine.retrieve_workflow_execution(execution_id)
+
+    def list(self, request):
+        queryset = self.filter_queryset(self.get_queryset())
+        page = self.paginate_queryset(queryset)
+        serializer = WorkflowExecutionListSerializer(page, many=True)
+        return self.get_paginated_response(serializer.data)
+
+    def retrieve(self, request, id: str):
+        execution = self.get_execution(id)
+        return Response(WorkflowExecutionDetailSerializer(execution).data)
+
+    @extend_schema(
+        tags=[TAG_EXECUTIONS],
+        summary="Cancel an execution",
+        description=(
+            "Reverts a running or `done` transaction through compensation. `409` when it "
+            "is failed, reverted, compensating or held by a live worker."
+        ),
+        parameters=[EXECUTION_ID],
+        request=None,
+        responses={200: ActionResultSerializer, 404: ERROR, 409: ERROR, **AUTH_ERRORS},
+    )
+    @action(detail=True, methods=["post"], pagination_class=None, filter_backends=[])
+    def cancel(self, request, id: str):
+        execution = self.get_execution(id)
+        res = workflow_engine.cancel(execution.workflow_id, execution.transaction_id)
+        return action_response(res)
+
+    @extend_schema(
+        tags=[TAG_EXECUTIONS],
+        summary="Retry a waiting step, or a failed execution's compensation",
+        description=(
+            "With `step_id`: invokes that step again; it must be waiting for a response "
+            "(else `409`). Without `step_id`: runs the failed compensations of a `failed` "
+            "execution again (else `409`)."
+        ),
+        parameters=[EXECUTION_ID],
+        request=RetrySerializer,
+        responses={200: ActionResultSerializer, 400: ERROR, 404: ERROR, 409: ERROR, **AUTH_ERRORS},
+    )
+    @action(detail=True, methods=["post"], pagination_class=None, filter_backends=[])
+    def retry(self, request, id: str):
+        execution = self.get_execution(id)
+        data = validated(RetrySerializer, request.data)
+        workflow = workflow_engine.get_workflow(execution.workflow_id)
+        if data.get("step_id"):
+            check_step(workflow, data["step_id"])
+            try:
+                res = workflow_engine.retry_step(
+                    workflow_id=execution.workflow_id,
+                    transaction_id=execution.transaction_id,
+                    step_id=data["step_id"],
+                    action=data["action"],
+                )
+            except TransactionNotFound as exc:
+                raise finished_instead(execution.workflow_id, execution.transaction_id, exc)
+        else:
+            res = workflow_engine.retry_compensation(
+                execution.workflow_id, execution.transaction_id
+            )
+        return action_response(res)
+
+    @extend_schema(
+        tags=[TAG_EXECUTIONS],
+        summary="Run an execution's workflow again with the same input",
+        description="Starts a new transaction; answers like `run`.",
+        parameters=[EXECUTION_ID],
+        request=None,
+        responses={
+            201: RunFinishedSerializer,
+            202: RunAcceptedSerializer,
+            404: ERROR,
+            409: ERROR,
+            **AUTH_ERRORS,
+        },
+    )
+    @action(detail=True, methods=["post"], pagination_class=None, filter_backends=[])
+    def rerun(self, request, id: str):
+        execution = self.get_execution(id)
+        return run_response(workflow_engine.rerun(execution.pk))
+
+    @extend_schema(
+        tags=[TAG_EXECUTIONS],
+        summary="Follow an execution (Server-Sent Events)",
+        description=(
+            "Streams `event: <event_type>` / `data: <json>` messages (`on_step_begin`, "
+            "`on_step_success`, `on_step_awaiting`, `on_finish`, ...) for the execution's "
+            "transaction, with `: keep-alive` comments every 15 s. Ends after "
+            "`on_finish`; an execution that has already finished gets one `on_finish` "
+            "built from the stored row (`stored: true`) at once. A stream lasts at most "
+            "`timeout` seconds (default and maximum 600), then sends `stream_timeout`."
+        ),
+        parameters=[
+            EXECUTION_ID,
+            OpenApiParameter(
+                "timeout",
+                OpenApiTypes.INT,
+                OpenApiParameter.QUERY,
+                required=False,
+                description="Maximum duration of the stream in seconds (1-600).",
+            ),
+        ],
+        request=None,
+        responses={
+            (200, "text/event-stream"): OpenApiResponse(
+                OpenApiTypes.STR, description="An event stream."
+            ),
+            400: ERROR,
+            404: ERROR,
+            **AUTH_ERRORS,
+        },
+    )
+    @action(
+        detail=True,
+        methods=["get"],
+        pagination_class=None,
+        filter_backends=[],
+        renderer_classes=[JSONRenderer, EventStreamRenderer],
+    )
+    def events(self, request, id: str):
+        max_seconds = self.events_max_seconds
+        raw = request.query_params.get("timeout")
+        if raw is not None:
+            try:
+                max_seconds = float(int(raw))
+            except ValueError:
+                raise ValidationError({"timeout": [_("A whole number of seconds is required.")]})
+            if not 1 <= max_seconds <= self.events_max_seconds:
+                raise ValidationError(
+                    {"timeout": [_("Between 1 and %d seconds.") % self.events_max_seconds]}
+                )
+        execution = self.get_execution(id)
+        stream = ExecutionEventStream(
+            execution,
+            max_seconds=max_seconds,
+            keepalive_seconds=self.events_keepalive_seconds,
+            poll_seconds=self.events_poll_seconds,
+        )
+        response = StreamingHttpResponse(stream, content_type="text/event-stream")
+        response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"
+        return response
