@@ -21,7 +21,7 @@ from functools import cache
 from typing import Any
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, sql
 from django.utils import timezone
 
 from .conf import workflows_settings
@@ -37,6 +37,7 @@ from .orchestration import (
     TransactionAlreadyStarted,
     TransactionState,
     orchestrator,
+    runtime,
     serialization,
 )
 from .redaction import Redactor, mask_sensitive
@@ -111,6 +112,45 @@ def _step_insert_sql() -> str:
     return f'INSERT INTO "{meta.db_table}" ({", ".join(columns)}) VALUES ({", ".join(values)})'
 
 
+def _async_prefix() -> str:
+    """``SET LOCAL synchronous_commit TO OFF; `` where a write may skip the WAL flush.
+
+    Only on PostgreSQL, in autocommit (a caller's own transaction keeps its own
+    commit), with ``STEP_COMMIT = "async"``. Sent in the same query string as the
+    write, both run in one implicit transaction: still one round trip.
+    """
+    if (
+        connection.vendor == "postgresql"
+        and not connection.in_atomic_block
+        and workflows_settings.STEP_COMMIT == "async"
+    ):
+        return "SET LOCAL synchronous_commit TO OFF; "
+    return ""
+
+
+def _update_without_flush(queryset: Any, values: dict[str, Any]) -> int:
+    query = queryset.query.chain(sql.UpdateQuery)
+    query.add_update_values(values)
+    text, params = query.get_compiler(connection=connection).as_sql()
+    with connection.cursor() as cursor:
+        cursor.execute(_async_prefix() + text, params)
+        return cursor.rowcount
+
+
+def _delete_without_flush(pk: str, version: int, has_steps: bool) -> int:
+    """Delete an execution (and its step rows) in one implicit transaction."""
+    steps = StepExecution._meta.db_table
+    executions = WorkflowExecution._meta.db_table
+    text = f'DELETE FROM "{executions}" WHERE "id" = %s AND "version" = %s'
+    params: list[Any] = [pk, version]
+    if has_steps:
+        text = f'DELETE FROM "{steps}" WHERE "execution_id" = %s; ' + text
+        params.insert(0, pk)
+    with connection.cursor() as cursor:
+        cursor.execute(_async_prefix() + text, params)
+        return cursor.rowcount
+
+
 @dataclass
 class _Handle:
     """What the storage remembers about a transaction it holds."""
@@ -137,7 +177,13 @@ class OrmStorage:
 
     @staticmethod
     def _redactor() -> Redactor:
-        return Redactor(workflows_settings.REDACT_KEYS)
+        return runtime.redactor or Redactor(workflows_settings.REDACT_KEYS)
+
+    def _flow(self, tx: Transaction, redact: Redactor) -> dict:
+        """The flow JSON; only its metadata (the run's context) can hold user values."""
+        flow = tx.get_flow()
+        flow["metadata"] = redact(flow["metadata"])
+        return flow
 
     @staticmethod
     def _lease_seconds() -> float:
@@ -174,7 +220,7 @@ class OrmStorage:
             run_id=tx.run_id,
             state=TransactionState.INVOKING,
             status="RUNNING",
-            execution=redact(tx.get_flow()),
+            execution=self._flow(tx, redact),
             context={"data": {"payload": payload, "invoke": {}, "compensate": {}}, "errors": []},
             input_payload=payload,
             started_at=now,
@@ -350,7 +396,7 @@ class OrmStorage:
             ).update(**values)
             handle.waiting.discard(key)
         else:
-            row = StepExecution(
+            values.update(
                 execution_id=handle.pk,
                 step_id=record.step_id,
                 step_path=record.step_path,
@@ -360,13 +406,12 @@ class OrmStorage:
                 attempt=record.attempt,
                 iteration=record.iteration,
                 total_items=record.total_items,
-                **values,
             )
             if workflows_settings.DURABILITY == "boundary":
-                handle.buffer.append(row)
+                handle.buffer.append(StepExecution(**values))
             else:
                 try:
-                    self._insert_checkpoint(row)
+                    self._insert_checkpoint(values)
                 except IntegrityError:
                     raise StaleTransactionError(
                         f"Step {record.step_path} attempt {record.attempt} was already recorded "
@@ -413,7 +458,7 @@ class OrmStorage:
         values: dict[str, Any] = {
             "state": str(tx.state),
             "status": execution_status(tx),
-            "execution": redact(tx.get_flow()),
+            "execution": self._flow(tx, redact),
             "context": context,
             "updated_at": now,
             "version": handle.version + 1,
@@ -444,9 +489,11 @@ class OrmStorage:
                     max(int((ended - started).total_seconds() * 1000), 0) if started else None
                 ),
             )
-        updated = WorkflowExecution.objects.filter(pk=handle.pk, version=handle.version).update(
-            **values
-        )
+        queryset = WorkflowExecution.objects.filter(pk=handle.pk, version=handle.version)
+        if final and _async_prefix():
+            updated = _update_without_flush(queryset, values)
+        else:
+            updated = queryset.update(**values)
         if not updated:
             raise StaleTransactionError(
                 f"Execution {handle.pk} was changed by another executor; this one stops."
@@ -481,11 +528,15 @@ class OrmStorage:
 
     def _delete(self, handle: _Handle) -> None:
         """Delete a finished execution that is not kept (its step rows first)."""
-        if handle.flushed or workflows_settings.DURABILITY != "boundary":
-            StepExecution.objects.filter(execution_id=handle.pk)._raw_delete(connection.alias)
-        deleted = WorkflowExecution.objects.filter(
-            pk=handle.pk, version=handle.version
-        )._raw_delete(connection.alias)
+        has_steps = handle.flushed or workflows_settings.DURABILITY != "boundary"
+        if _async_prefix():
+            deleted = _delete_without_flush(handle.pk, handle.version, has_steps)
+        else:
+            if has_steps:
+                StepExecution.objects.filter(execution_id=handle.pk)._raw_delete(connection.alias)
+            deleted = WorkflowExecution.objects.filter(
+                pk=handle.pk, version=handle.version
+            )._raw_delete(connection.alias)
         if not deleted:
             raise StaleTransactionError(
                 f"Execution {handle.pk} was changed by another executor; this one stops."
@@ -535,7 +586,7 @@ class OrmStorage:
         handle.lease_until = until.timestamp()
 
     @staticmethod
-    def _insert_checkpoint(row: StepExecution) -> None:
+    def _insert_checkpoint(values: dict[str, Any]) -> None:
         """Insert a step row: the checkpoint of one finished attempt.
 
         On PostgreSQL this is one precompiled statement (it runs once per step, so it
@@ -545,9 +596,10 @@ class OrmStorage:
         flush. Inside the caller's own transaction the caller's commit decides.
         """
         if connection.vendor != "postgresql":
+            row = StepExecution(**values)
             OrmStorage._atomic_if_nested(lambda: row.save(force_insert=True))
             return
-        params = [getattr(row, name) for name in _STEP_COLUMNS]
+        params = [values[name] for name in _STEP_COLUMNS]
         for i in _STEP_JSON_POSITIONS:
             value = params[i]
             params[i] = None if value is None else serialization.dumps(value)
@@ -556,10 +608,8 @@ class OrmStorage:
             with transaction.atomic(), connection.cursor() as cursor:
                 cursor.execute(sql, params)
             return
-        if workflows_settings.STEP_COMMIT == "async":
-            sql = "SET LOCAL synchronous_commit TO OFF; " + sql
         with connection.cursor() as cursor:
-            cursor.execute(sql, params)
+            cursor.execute(_async_prefix() + sql, params)
 
     @staticmethod
     def _atomic_if_nested(action: Any) -> Any:

@@ -107,6 +107,7 @@ class StepNode:
     invoke_is_async: bool = False
     compensate_is_async: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    _definition: tuple[Any, dict] | None = None
 
     def set_handlers(self, invoke_fn: Callable[..., Any] | None, compensate_fn: Any) -> None:
         self.invoke_fn = invoke_fn
@@ -115,11 +116,17 @@ class StepNode:
         self.compensate_is_async = inspect.iscoroutinefunction(compensate_fn)
 
     def definition(self) -> dict:
+        """The step's config as camelCase keys (cached: the flow JSON repeats it)."""
+        key = (self.action, self.options, self.compensate_fn is None, self.operation)
+        cached = self._definition
+        if cached is not None and all(a is b for a, b in zip(cached[0], key, strict=True)):
+            return dict(cached[1])
         data = {"action": self.action, "name": self.action, **self.options.to_definition()}
         data["noCompensation"] = self.options.no_compensation or self.compensate_fn is None
         if self.operation != "step":
             data["operation"] = self.operation
-        return data
+        self._definition = (key, data)
+        return dict(data)
 
 
 class FlowDefinition:
