@@ -71,3 +71,18 @@ def test_admin_index_answers_for_a_superuser(admin_client):
 @pytest.mark.django_db
 def test_postgres_marker_runs_on_postgresql(is_postgres):
     assert is_postgres
+
+
+@pytest.mark.django_db
+def test_workflows_modules_of_installed_apps_are_discovered():
+    from workflows_app.engine import workflow_engine
+    from workflows_app.sdk import get_workflow
+
+    assert get_workflow("hello-workflow").options["retention_time"] == 99999
+    res = workflow_engine.run("hello-workflow", input={"name": "Ada"})
+    assert res.result == {"message": "Hello, Ada!"}
+    execution = workflow_engine.list_workflow_executions(
+        filters={"workflow_id": "hello-workflow", "transaction_id": res.transaction.transaction_id}
+    ).get()
+    assert execution.state == "done"
+    assert [row["stepId"] for row in execution.steps_log()] == ["say-hello"]
