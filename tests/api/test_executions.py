@@ -364,3 +364,15 @@ def test_execution_of_an_unregistered_workflow_is_still_readable(staff_client):
     assert detail.json()["steps_log"] == []
     assert cancel.status_code == 404
     assert cancel.json()["code"] == "WorkflowNotFound"
+
+
+@pytest.mark.django_db
+def test_created_bounds_with_offsets_postgresql_refuses_are_normalised(staff_client):
+    url = "/api/workflow-executions/"
+    for bound in (
+        "4420-07-17T16:17:47+22:32",
+        "9999-12-31T23:00:00-05:00",
+        "0001-01-01T00:30:00+02:00",
+    ):
+        response = staff_client.get(url, {"created_before": bound, "created_after": bound})
+        assert response.status_code == 200, (bound, response.content)

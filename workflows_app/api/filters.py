@@ -6,6 +6,7 @@ filtering itself is the engine's ``list_workflow_executions``.
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 import django_filters
@@ -16,6 +17,18 @@ from ..engine import workflow_engine
 from ..models import WorkflowExecution
 from ..status import TransactionState
 from .serializers import LIST_DEFERRED_FIELDS
+
+
+def _utc(value: datetime.datetime) -> datetime.datetime:
+    """The instant in UTC: PostgreSQL refuses UTC offsets beyond 15:59 that ISO 8601
+    (and Python) accept; past the calendar's ends, the nearest representable instant."""
+    if value.tzinfo is None:
+        return value
+    try:
+        return value.astimezone(datetime.UTC)
+    except OverflowError:
+        edge = datetime.datetime.max if value.year > 1 else datetime.datetime.min
+        return edge.replace(tzinfo=datetime.UTC)
 
 
 class WorkflowExecutionFilter(django_filters.FilterSet):
@@ -58,9 +71,9 @@ class WorkflowExecutionFilter(django_filters.FilterSet):
             filters["state"] = list(data["state"])
         created: dict[str, Any] = {}
         if data.get("created_after") is not None:
-            created["gte"] = data["created_after"]
+            created["gte"] = _utc(data["created_after"])
         if data.get("created_before") is not None:
-            created["lt"] = data["created_before"]
+            created["lt"] = _utc(data["created_before"])
         if created:
             filters["created_at"] = created
         return filters, data.get("q") or None
