@@ -209,16 +209,7 @@ class Orchestrator:
         run = self._waiting_step(tx, action, handler_type, "set step success")
         job = _Attempt(run, handler_type)
         job.outcome, job.value = _OK, response
-        job.started = job.ended = time.time()
-        self._emit(tx, "on_resume")
-        try:
-            self._apply(tx, job, from_outside=True)
-        except StaleTransactionError as exc:
-            tx.stale = True
-            logger.info("Stopping %s:%s: %s", tx.workflow_id, tx.transaction_id, exc)
-            return tx
-        self._drive(tx)
-        return tx
+        return self._respond(tx, job)
 
     def set_step_failure(
         self,
@@ -235,16 +226,24 @@ class Orchestrator:
             message = serialize_error(error)["message"]
             error = PermanentStepFailureError(message)
         job.outcome, job.value = _ERROR, error
+        return self._respond(tx, job)
+
+    def _respond(self, tx: Transaction, job: _Attempt) -> Transaction:
+        """Apply an outcome that came from outside the run, then continue it."""
         job.started = job.ended = time.time()
         self._emit(tx, "on_resume")
         try:
             self._apply(tx, job, from_outside=True)
         except StaleTransactionError as exc:
-            tx.stale = True
-            logger.info("Stopping %s:%s: %s", tx.workflow_id, tx.transaction_id, exc)
+            self._stop_stale(tx, exc)
             return tx
         self._drive(tx)
         return tx
+
+    @staticmethod
+    def _stop_stale(tx: Transaction, exc: StaleTransactionError) -> None:
+        tx.stale = True
+        logger.info("Stopping %s:%s: %s", tx.workflow_id, tx.transaction_id, exc)
 
     def check_waiting(self, tx: Transaction, action: str, handler_type: str) -> None:
         """Raise ``InvalidStepStateError`` unless the step waits for a response."""
@@ -338,8 +337,7 @@ class Orchestrator:
         try:
             self._loop(tx)
         except StaleTransactionError as exc:
-            tx.stale = True
-            logger.info("Stopping %s:%s: %s", tx.workflow_id, tx.transaction_id, exc)
+            self._stop_stale(tx, exc)
 
     def _loop(self, tx: Transaction) -> None:
         while True:
