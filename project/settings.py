@@ -6,6 +6,7 @@ ORM broker to Redis.
 """
 
 import os
+import sys
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
@@ -142,8 +143,12 @@ if REDIS_URL:
 else:
     Q_CLUSTER["orm"] = "default"
 
+# Under pytest, background work runs in-process on a virtual clock
+# (workflows_app.testing.advance); the tests that start real qcluster workers set
+# WORKFLOWS_BACKGROUND=django_q for them.
+TESTING = "pytest" in sys.modules
 WORKFLOWS = {
-    "BACKGROUND": os.environ.get("WORKFLOWS_BACKGROUND", "django_q"),
+    "BACKGROUND": os.environ.get("WORKFLOWS_BACKGROUND", "immediate" if TESTING else "django_q"),
 }
 
 LOGGING = {

@@ -26,3 +26,13 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("postgres"):
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_background_clock():
+    """Each test starts with no pending timers and the clock at wall time."""
+    from workflows_app.testing import reset
+
+    reset()
+    yield
+    reset()

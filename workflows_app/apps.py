@@ -19,22 +19,30 @@ class WorkflowsAppConfig(AppConfig):
         from django.utils.module_loading import autodiscover_modules
 
         from . import checks  # noqa: F401  (registers the system checks)
+        from .background import build_scheduler
         from .conf import workflows_settings
+        from .engine import workflow_engine
         from .orchestration import runtime
         from .redaction import Redactor
         from .storage import OrmStorage
+        from .worker import connect_worker_signals
 
         def apply_settings() -> None:
             # Invalid values are reported by the system checks; keep the old ones here.
             threads = workflows_settings.PARALLEL_THREADS
             keys = workflows_settings.REDACT_KEYS
-            runtime.configure(
-                parallel_threads=threads if isinstance(threads, int) and threads > 0 else 4,
-                max_payload_bytes=workflows_settings.MAX_PAYLOAD_BYTES,
-                redactor=Redactor(keys if isinstance(keys, list | tuple) else ()),
-            )
+            values = {
+                "parallel_threads": threads if isinstance(threads, int) and threads > 0 else 4,
+                "max_payload_bytes": workflows_settings.MAX_PAYLOAD_BYTES,
+                "redactor": Redactor(keys if isinstance(keys, list | tuple) else ()),
+            }
+            background = workflows_settings.BACKGROUND
+            if getattr(runtime.scheduler, "name", None) != background:
+                values["scheduler"] = build_scheduler(background)
+            runtime.configure(**values)
 
-        runtime.configure(storage=OrmStorage())
+        runtime.configure(storage=OrmStorage(), nested_finished=workflow_engine.complete_parent)
         apply_settings()
         workflows_settings.on_reload(apply_settings)
+        connect_worker_signals()
         autodiscover_modules("workflows")

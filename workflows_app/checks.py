@@ -72,6 +72,9 @@ def _value_problem(key: str, value: Any) -> str | None:
     elif key in ("LEASE_SECONDS", "RECOVERY_INTERVAL_SECONDS", "CLEANUP_INTERVAL_MINUTES"):
         if not _is_positive_number(value):
             return "a positive number"
+    elif key == "SCHEDULER_TICK_SECONDS":
+        if not (isinstance(value, Real) and not isinstance(value, bool) and value >= 0):
+            return "a number of seconds, 0 or more"
     elif key == "REDACT_KEYS":
         if not (isinstance(value, list | tuple) and all(isinstance(k, str) for k in value)):
             return "a list or tuple of strings"

@@ -39,6 +39,10 @@ DEFAULTS: dict[str, Any] = {
     "CLEANUP_INTERVAL_MINUTES": 30,
     # Period of the django-q2 schedule that resumes executions whose worker died.
     "RECOVERY_INTERVAL_SECONDS": 60,
+    # django-q2 turns due schedules into tasks only every ~30 s; each qcluster worker
+    # also checks them this often (seconds), so retry intervals and timeouts fire on
+    # time. 0 leaves it to django-q2.
+    "SCHEDULER_TICK_SECONDS": 1,
     # How long a worker's claim on a running execution lasts without renewal.
     "LEASE_SECONDS": 30,
     # Keys masked as "[REDACTED]" (case-insensitive, at any depth) before storing.

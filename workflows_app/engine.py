@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import datetime
 import logging
+import os
+import socket
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +29,7 @@ from .orchestration import (
     runtime,
 )
 from .sdk import RunResult, Workflow, get_workflow, list_workflows
+from .sdk.workflows import resume_transaction
 from .status import FINISHED_STATES, UNFINISHED_STATES
 
 logger = logging.getLogger("workflows_app")
@@ -53,6 +56,10 @@ EVENT_TYPES = (
 
 Subscriber = Callable[[dict], Any]
 
+SCHEDULE_PREFIX = "workflows:schedule:"
+CLEANUP_SCHEDULE = "workflows:cleanup"
+RECOVERY_SCHEDULE = "workflows:recover"
+
 
 class ExecutionNotFound(TransactionNotFound):
     """No stored execution has that id."""
@@ -69,6 +76,42 @@ def acknowledgement(tx: Transaction) -> dict:
         "has_failed": tx.state in (TransactionState.FAILED, TransactionState.REVERTED),
         "state": str(tx.state),
     }
+
+
+def _process_is_gone(owner: str) -> bool:
+    """Whether a lease token ``host:pid:token`` names a process of this host that no
+    longer runs (killed workers are recovered at once instead of after the lease)."""
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def schedule_recurrence(schedule: Any) -> tuple[Any, str]:
+    """The recurrence and concurrency policy of a workflow's ``schedule`` option."""
+    from .background import Recurrence
+
+    if isinstance(schedule, str):
+        return Recurrence(cron=schedule), "forbid"
+    times = schedule.get("number_of_executions")
+    return (
+        Recurrence(cron=schedule.get("cron"), every=schedule.get("interval"), times=times),
+        schedule.get("concurrency", "forbid"),
+    )
 
 
 def parse_idempotency_key(key: str) -> tuple[str, str, str, str]:
@@ -161,7 +204,7 @@ class WorkflowEngine:
     ) -> RunResult:
         """Complete a step waiting for a response and continue its transaction."""
         workflow, tx, step_id, action = self._waiting(
-            idempotency_key, workflow_id, transaction_id, step_id, action
+            idempotency_key, workflow_id, transaction_id, step_id, action, "set step success"
         )
         value = response if compensate_input is None else StepResponse(response, compensate_input)
         orchestrator.set_step_success(tx, step_id, action, value)
@@ -180,7 +223,7 @@ class WorkflowEngine:
     ) -> RunResult:
         """Fail a step waiting for a response (its retries apply unless forced)."""
         workflow, tx, step_id, action = self._waiting(
-            idempotency_key, workflow_id, transaction_id, step_id, action
+            idempotency_key, workflow_id, transaction_id, step_id, action, "set step failure"
         )
         orchestrator.set_step_failure(
             tx, step_id, action, error or {"message": "Step failed"}, force_permanent_failure
@@ -198,7 +241,7 @@ class WorkflowEngine:
     ) -> RunResult:
         """Invoke a step that is waiting for a response once more."""
         workflow, tx, step_id, action = self._waiting(
-            idempotency_key, workflow_id, transaction_id, step_id, action
+            idempotency_key, workflow_id, transaction_id, step_id, action, "retry step"
         )
         orchestrator.retry_step(tx, step_id, action)
         return self._result(workflow, tx, throw_on_error=False)
@@ -229,6 +272,88 @@ class WorkflowEngine:
         return self.run(
             execution.workflow_id, input=execution.input_payload, throw_on_error=throw_on_error
         )
+
+    def resume(self, workflow_id: str, transaction_id: str) -> Transaction | None:
+        """Continue an unfinished run in this process as a worker does (the
+        ``workflows_app.tasks.resume`` task). ``None`` when there is nothing to do."""
+        try:
+            workflow = get_workflow(workflow_id)
+        except WorkflowNotFound:
+            logger.error(
+                "Cannot resume %s:%s: workflow not registered", workflow_id, transaction_id
+            )
+            return None
+        return resume_transaction(
+            workflow.name, transaction_id, prepare=lambda tx: self._attach_events(tx)
+        )
+
+    def run_scheduled(self, workflow_id: str) -> RunResult | None:
+        """One scheduled run; ``None`` when ``concurrency: forbid`` finds one unfinished."""
+        workflow = get_workflow(workflow_id)
+        schedule = workflow.options.get("schedule")
+        if schedule is None:
+            logger.warning("Workflow %s has no schedule option; not running it", workflow_id)
+            return None
+        _recurrence, concurrency = schedule_recurrence(schedule)
+        if (
+            concurrency == "forbid"
+            and workflow.options["store"]
+            and WorkflowExecution.objects.filter(
+                workflow_id=workflow_id, state__in=UNFINISHED_STATES
+            ).exists()
+        ):
+            logger.info("Skipping scheduled %s: an earlier run has not finished", workflow_id)
+            return None
+        return self.run(workflow_id, throw_on_error=False)
+
+    def setup_schedules(self) -> list[tuple[str, str]]:
+        """Create or update the recurring jobs: one per workflow with a ``schedule``,
+        the cleanup of expired executions and the recovery sweep. Returns
+        ``(schedule name, what was done)`` pairs."""
+        from .background import Recurrence
+        from .conf import workflows_settings
+
+        scheduler = runtime.scheduler
+        done: list[tuple[str, str]] = []
+        keep: set[str] = set()
+        for workflow in list_workflows():
+            schedule = workflow.options.get("schedule")
+            if schedule is None:
+                continue
+            recurrence, _concurrency = schedule_recurrence(schedule)
+            name = SCHEDULE_PREFIX + workflow.name
+            keep.add(name)
+            action = scheduler.repeat(
+                name, "workflows_app.tasks.run_scheduled", (workflow.name,), recurrence
+            )
+            done.append((name, action))
+        for name in scheduler.remove_repeats(SCHEDULE_PREFIX, keep):
+            done.append((name, "removed"))
+        minutes = int(workflows_settings.CLEANUP_INTERVAL_MINUTES)
+        cleanup = Recurrence(every=max(minutes, 1) * 60)
+        done.append(
+            (
+                CLEANUP_SCHEDULE,
+                scheduler.repeat(
+                    CLEANUP_SCHEDULE, "workflows_app.tasks.clear_expired_executions", (), cleanup
+                ),
+            )
+        )
+        seconds = int(workflows_settings.RECOVERY_INTERVAL_SECONDS)
+        recovery = Recurrence(every=max(60, -(-seconds // 60) * 60))
+        done.append(
+            (
+                RECOVERY_SCHEDULE,
+                scheduler.repeat(RECOVERY_SCHEDULE, "workflows_app.tasks.recover", (), recovery),
+            )
+        )
+        return done
+
+    def complete_parent(self, tx: Transaction) -> None:
+        """A nested child that waited has finished: complete its parent's step."""
+        from .sdk.workflows import complete_parent_step
+
+        complete_parent_step(tx)
 
     def get_running_transaction(self, workflow_id: str, transaction_id: str) -> Transaction | None:
         """The unfinished stored transaction, without taking it over, or ``None``."""
@@ -330,16 +455,27 @@ class WorkflowEngine:
         return total
 
     def recover(self, now: datetime.datetime | None = None, limit: int = 1000) -> int:
-        """Resume unfinished executions whose worker's lease expired; returns the count."""
+        """Resume unfinished executions whose worker's lease expired, or whose worker
+        was a process of this machine that is gone; returns the count."""
         from .storage import OrmStorage
 
         storage = runtime.storage
         if not isinstance(storage, OrmStorage):
             return 0
         now = now or timezone.now()
-        rows = WorkflowExecution.objects.filter(
-            state__in=UNFINISHED_STATES, lease_expires_at__lt=now
-        ).order_by("lease_expires_at")[:limit]
+        rows = list(
+            WorkflowExecution.objects.filter(
+                state__in=UNFINISHED_STATES, lease_expires_at__lt=now
+            ).order_by("lease_expires_at")[:limit]
+        )
+        held = WorkflowExecution.objects.filter(
+            state__in=UNFINISHED_STATES,
+            owner__startswith=socket.gethostname() + ":",
+            lease_expires_at__gte=now,
+        )[:limit]
+        dead = {row.pk: row.owner for row in held if _process_is_gone(row.owner)}
+        if dead:
+            rows += list(WorkflowExecution.objects.filter(pk__in=dead))
         recovered = 0
         for row in rows:
             try:
@@ -349,10 +485,11 @@ class WorkflowEngine:
                     "Cannot recover %s: workflow %s is not registered", row.pk, row.workflow_id
                 )
                 continue
-            tx = storage.claim(workflow.definition, row, now)
+            tx = storage.claim(workflow.definition, row, now, dead_owner=dead.get(row.pk))
             if tx is None:
                 continue
             tx.events = self._events(tx, None)
+            tx.in_background = True
             try:
                 orchestrator.execute(tx)
             except Exception:
@@ -397,6 +534,7 @@ class WorkflowEngine:
         transaction_id: str | None,
         step_id: str | None,
         action: str,
+        what: str,
     ) -> tuple[Workflow, Transaction, str, str]:
         if idempotency_key:
             workflow_id, transaction_id, step_id, action = parse_idempotency_key(idempotency_key)
@@ -408,12 +546,15 @@ class WorkflowEngine:
         peeked = runtime.storage.peek(workflow.definition, transaction_id)
         if peeked is None:
             raise TransactionNotFound(f"Transaction {transaction_id} could not be found.")
-        orchestrator.check_waiting(peeked, step_id, action)
+        orchestrator.check_waiting(peeked, step_id, action, what)
         tx = runtime.storage.load(workflow.definition, transaction_id)
         if tx is None:
             raise TransactionNotFound(f"Transaction {transaction_id} could not be found.")
         tx.events = self._events(tx, None)
         return workflow, tx, step_id, action
+
+    def _attach_events(self, tx: Transaction) -> None:
+        tx.events = self._events(tx, None)
 
     def _result(self, workflow: Workflow, tx: Transaction, throw_on_error: bool) -> RunResult:
         result = workflow.result_of(tx, throw_on_error=throw_on_error)

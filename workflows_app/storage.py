@@ -16,6 +16,7 @@ import datetime
 import os
 import socket
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -278,15 +279,23 @@ class OrmStorage:
         return self.rebuild(definition, row, version=version, owner=owner, lease_until=lease_until)
 
     def claim(
-        self, definition: FlowDefinition, row: WorkflowExecution, now: datetime.datetime
+        self,
+        definition: FlowDefinition,
+        row: WorkflowExecution,
+        now: datetime.datetime,
+        dead_owner: str | None = None,
     ) -> Transaction | None:
-        """Take over an execution whose lease expired before ``now`` (recovery)."""
+        """Take over an execution whose lease expired before ``now``, or that is held
+        by ``dead_owner`` (a process known to be gone) (recovery)."""
         lease = self._lease_seconds()
         until = timezone.now() + datetime.timedelta(seconds=lease)
         owner = self.new_owner()
-        claimed = WorkflowExecution.objects.filter(
-            pk=row.pk, version=row.version, lease_expires_at__lt=now
-        ).update(owner=owner, lease_expires_at=until, version=F("version") + 1)
+        held = Q(owner=dead_owner) if dead_owner else Q(lease_expires_at__lt=now)
+        claimed = (
+            WorkflowExecution.objects.filter(pk=row.pk, version=row.version)
+            .filter(held)
+            .update(owner=owner, lease_expires_at=until, version=F("version") + 1)
+        )
         if not claimed:
             return None
         return self.rebuild(
@@ -326,12 +335,16 @@ class OrmStorage:
         tx.storage_handle = handle
         by_path = {node.id: node for node in definition.nodes}
         replay: dict[tuple[int, str, int], AttemptRecord] = {}
+        # Loop iterations (iteration > 0) share the loop's step path: they are not
+        # attempts of the loop step, so they stay out of the replay; the loop reads
+        # them from ``tx.iteration_records`` to skip the iterations already done.
+        iterations: list[AttemptRecord] = []
         for step in row.step_executions.all().order_by("id"):
             node = by_path.get(step.step_path)
             if node is None:
                 continue
             key = (node.index, step.handler_type, step.attempt)
-            replay[key] = AttemptRecord(
+            record = AttemptRecord(
                 step_index=node.index,
                 step_id=step.step_id,
                 step_path=step.step_path,
@@ -348,9 +361,19 @@ class OrmStorage:
                 iteration=step.iteration,
                 total_items=step.total_items,
             )
+            if step.iteration:
+                iterations.append(record)
+                continue
+            replay[key] = record
             if step.status == "WAITING":
                 handle.waiting.add(key)
         tx.replay = replay
+        tx.iteration_records = iterations
+        steps_json = flow.get("steps") or {}
+        for run in tx.steps:
+            requested = (steps_json.get(run.node.id) or {}).get("retryRescheduledAt")
+            if requested:
+                run.retry_rescheduled_at = requested
         orchestrator.fast_forward(tx)
         if row.state in FINISHED_STATES:
             tx.state = TransactionState(row.state)
@@ -421,10 +444,26 @@ class OrmStorage:
                 handle.waiting.add(key)
         self._renew_lease(tx)
 
-    def save(self, tx: Transaction) -> None:
-        """Hand-over point: the run stops without finishing and releases its lease."""
+    def save(self, tx: Transaction, then: Callable[[], None] | None = None) -> None:
+        """Hand-over point: the run stops without finishing and releases its lease.
+
+        With ``then`` (the enqueue of a worker task) the run is queued: ``then`` runs
+        in the same database transaction when the background backend is
+        transactional (django-q2's ORM broker), and the row keeps a lease deadline
+        so that recovery picks the run up should the task be lost. A run waiting for
+        a timer keeps the timer's due time (plus a lease) for the same reason.
+        """
         self._flush(tx)
-        self._write(tx, release=True)
+        if then is None:
+            self._write(tx, release=True, wake_at=tx.wake_at)
+            return
+        if getattr(runtime.scheduler, "transactional", False):
+            with transaction.atomic():
+                self._write(tx, release=True, wake_at=tx.wake_at, queued=True)
+                then()
+            return
+        self._write(tx, release=True, wake_at=tx.wake_at, queued=True)
+        then()
 
     def checkpoint(self, tx: Transaction) -> None:
         """Write the current state and keep (or take) the lease, e.g. when a cancel starts."""
@@ -446,7 +485,14 @@ class OrmStorage:
     # Internals
 
     def _write(
-        self, tx: Transaction, *, release: bool, retention: int | None = None, final: bool = False
+        self,
+        tx: Transaction,
+        *,
+        release: bool,
+        retention: int | None = None,
+        final: bool = False,
+        wake_at: int | None = None,
+        queued: bool = False,
     ) -> None:
         handle: _Handle = tx.storage_handle
         redact = self._redactor()
@@ -464,7 +510,14 @@ class OrmStorage:
             "version": handle.version + 1,
         }
         if release:
-            values.update(owner="", lease_expires_at=None)
+            # A released run normally has no deadline; a queued one, or one waiting for
+            # a timer, gets one that recovery uses if the task or timer is lost.
+            deadline = None
+            if queued:
+                deadline = now + datetime.timedelta(seconds=self._lease_seconds())
+            elif wake_at is not None:
+                deadline = _dt(wake_at) + datetime.timedelta(seconds=self._lease_seconds())
+            values.update(owner="", lease_expires_at=deadline)
             handle.owner = ""
         else:
             lease = self._lease_seconds()
@@ -544,15 +597,21 @@ class OrmStorage:
 
     def _forget_children(self, tx: Transaction) -> None:
         """Delete the finished nested executions kept for this parent's compensation."""
-        keys = [
-            f"{tx.workflow_id}:{tx.transaction_id}:{node.action}:invoke"
-            for node in tx.definition.nodes
-            if node.operation == "sub-workflow"
-        ]
-        if not keys:
+        prefix = f"{tx.workflow_id}:{tx.transaction_id}:"
+        keys = []
+        loops = Q()
+        for node in tx.definition.nodes:
+            if node.operation == "sub-workflow":
+                keys.append(f"{prefix}{node.action}:invoke")
+            elif node.operation == "builtin:loop" and (
+                node.extra.get("for_each", {}).get("operation") == "sub-workflow"
+            ):
+                # Children of loop iterations: "<wf>:<tx>:<loop>-<i>:invoke".
+                loops |= Q(parent_step_idempotency_key__startswith=f"{prefix}{node.action}-")
+        if not keys and not loops:
             return
         children = WorkflowExecution.objects.filter(
-            parent_step_idempotency_key__in=keys,
+            Q(parent_step_idempotency_key__in=keys) | loops,
             retention_time__isnull=True,
             state__in=FINISHED_STATES,
         )

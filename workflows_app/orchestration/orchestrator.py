@@ -14,11 +14,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
 from collections import deque
 from typing import Any
 
 from . import serialization
+from .clock import clock
 from .context import StepContext
 from .errors import (
     InvalidStepStateError,
@@ -43,6 +43,7 @@ logger = logging.getLogger("workflows_app")
 
 INVOKE = "invoke"
 COMPENSATE = "compensate"
+LOOP = "builtin:loop"
 
 _OK = "ok"
 _ERROR = "error"
@@ -103,24 +104,28 @@ class _Attempt:
 
 
 def _call(job: _Attempt) -> None:
-    job.started = time.time()
+    job.started = clock.now()
     try:
         value = job.fn(job.input, job.ctx)
         if job.is_coroutine:
             value = run_coroutine(value)
         job.outcome, job.value = _OK, value
+    except StaleTransactionError:
+        # Another executor owns the run (seen by a handler that writes, e.g. a loop):
+        # stop this branch instead of failing the step.
+        raise
     except (Exception, SystemExit) as exc:
         job.outcome, job.value = _ERROR, exc
-    job.ended = time.time()
+    job.ended = clock.now()
 
 
 async def _acall(job: _Attempt) -> None:
-    job.started = time.time()
+    job.started = clock.now()
     try:
         job.outcome, job.value = _OK, await job.fn(job.input, job.ctx)
     except (Exception, SystemExit) as exc:
         job.outcome, job.value = _ERROR, exc
-    job.ended = time.time()
+    job.ended = clock.now()
 
 
 async def _gather(jobs: list[_Attempt]) -> None:
@@ -134,14 +139,18 @@ def _call_concurrently(jobs: list[_Attempt]) -> None:
             _call(job)
         return
     coroutines = [job for job in jobs if job.is_coroutine]
-    plain = [job for job in jobs if not job.is_coroutine]
-    inline = None if coroutines or not plain else plain.pop(0)
+    # Loops write their iteration rows as they go: they stay on the calling thread,
+    # whose database connection holds the run (and any transaction around it).
+    here = [job for job in jobs if not job.is_coroutine and job.run.node.operation == LOOP]
+    plain = [job for job in jobs if not job.is_coroutine and job.run.node.operation != LOOP]
+    if not here and not coroutines and plain:
+        here.append(plain.pop(0))
     pool = runtime.pool()
     futures = [(job, pool.submit(_call, job)) for job in plain]
     if coroutines:
         run_coroutine(_gather(coroutines))
-    if inline is not None:
-        _call(inline)
+    for job in here:
+        _call(job)
     for job, future in futures:
         # A job no pool thread has picked up yet runs here, so nested runs cannot deadlock.
         if future.cancel():
@@ -191,7 +200,7 @@ class Orchestrator:
             job.value = TransactionCanceledError(
                 f"Transaction {tx.transaction_id} was canceled while {run.action} waited."
             )
-            job.started = job.ended = time.time()
+            job.started = job.ended = clock.now()
             if job.handler_type == COMPENSATE:
                 self._apply_compensation(tx, job)
             else:
@@ -230,7 +239,7 @@ class Orchestrator:
 
     def _respond(self, tx: Transaction, job: _Attempt) -> Transaction:
         """Apply an outcome that came from outside the run, then continue it."""
-        job.started = job.ended = time.time()
+        job.started = job.ended = clock.now()
         self._emit(tx, "on_resume")
         try:
             self._apply(tx, job, from_outside=True)
@@ -245,9 +254,11 @@ class Orchestrator:
         tx.stale = True
         logger.info("Stopping %s:%s: %s", tx.workflow_id, tx.transaction_id, exc)
 
-    def check_waiting(self, tx: Transaction, action: str, handler_type: str) -> None:
+    def check_waiting(
+        self, tx: Transaction, action: str, handler_type: str, what: str = "set step response"
+    ) -> None:
         """Raise ``InvalidStepStateError`` unless the step waits for a response."""
-        self._waiting_step(tx, action, handler_type, "set step response")
+        self._waiting_step(tx, action, handler_type, what)
 
     def retry_compensation(self, tx: Transaction) -> Transaction:
         """Run the failed compensations of a ``failed`` transaction again."""
@@ -295,8 +306,10 @@ class Orchestrator:
             while tx.replay:
                 state = tx.state
                 if state is TransactionState.INVOKING:
-                    if tx.cancelled_at and not any(k[1] == INVOKE for k in tx.replay):
-                        tx.state = TransactionState.WAITING_TO_COMPENSATE
+                    if (tx.cancelled_at or tx.timed_out_at) and not any(
+                        k[1] == INVOKE for k in tx.replay
+                    ):
+                        self._replay_interruption(tx)
                         continue
                     handler_type = INVOKE
                 elif state is TransactionState.WAITING_TO_COMPENSATE:
@@ -308,18 +321,38 @@ class Orchestrator:
                     handler_type = COMPENSATE
                 else:
                     break
+                for index in list(tx.waiting):
+                    # Invoked again (retry_step, retry_interval_awaiting) after it waited.
+                    run = tx.steps[index]
+                    if (index, run.handler_type, run.attempts + 1) in tx.replay:
+                        tx.waiting.discard(index)
+                        tx.ready.append(index)
                 batch = [i for i in tx.ready if self._replayable(tx, i, handler_type)]
                 if not batch:
                     break
                 chosen = set(batch)
                 tx.ready = [i for i in tx.ready if i not in chosen]
                 self._run_batch(tx, batch, handler_type)
-            if tx.cancelled_at and tx.state is TransactionState.INVOKING:
-                tx.state = TransactionState.WAITING_TO_COMPENSATE
+            if (tx.cancelled_at or tx.timed_out_at) and tx.state is TransactionState.INVOKING:
+                self._replay_interruption(tx)
+            for index in list(tx.waiting):
+                # retry_step() asked for another attempt that no worker has made yet.
+                run = tx.steps[index]
+                requested = run.retry_rescheduled_at
+                if requested and requested >= (run.last_attempt or 0):
+                    tx.waiting.discard(index)
+                    tx.ready.append(index)
         finally:
             tx.replay = {}
             tx.events = events
         return tx
+
+    def _replay_interruption(self, tx: Transaction) -> None:
+        """A rebuilt run that was cancelled or timed out heads for compensation."""
+        if tx.timed_out_at:
+            self._timeout_transaction(tx, at=tx.timed_out_at)
+        else:
+            tx.state = TransactionState.WAITING_TO_COMPENSATE
 
     @staticmethod
     def _replayable(tx: Transaction, index: int, handler_type: str) -> bool:
@@ -351,6 +384,9 @@ class Orchestrator:
                     continue
                 if tx.ready:
                     batch, tx.ready = tx.ready, []
+                    if tx.definition.has_async and self._must_hand_off(tx, batch, INVOKE):
+                        tx.ready = batch
+                        break
                     self._run_batch(tx, batch, INVOKE)
                     continue
                 if tx.unsettled == 0:
@@ -364,6 +400,9 @@ class Orchestrator:
             if state is TransactionState.COMPENSATING:
                 if tx.ready:
                     batch, tx.ready = tx.ready, []
+                    if tx.definition.has_async and self._must_hand_off(tx, batch, COMPENSATE):
+                        tx.ready = batch
+                        break
                     self._run_batch(tx, batch, COMPENSATE)
                     continue
                 if tx.comp_unsettled == 0:
@@ -375,11 +414,103 @@ class Orchestrator:
             break
         tx.has_waiting_steps = bool(tx.waiting)
         if tx.stored and not tx.has_finished():
-            runtime.storage.save(tx)
+            if tx.waiting or tx.scheduled or tx.hand_off:
+                self._arm_timers(tx)
+            if tx.hand_off:
+                tx.hand_off = False
+                workflow_id, transaction_id = tx.workflow_id, tx.transaction_id
+                runtime.storage.save(
+                    tx, then=lambda: runtime.scheduler.enqueue(workflow_id, transaction_id)
+                )
+            else:
+                runtime.storage.save(tx)
+
+    @staticmethod
+    def _must_hand_off(tx: Transaction, batch: list[int], handler_type: str) -> bool:
+        """Whether the batch holds an async handler that a worker must run.
+
+        Outside a worker, a run stops before its first async step and is queued for
+        one (SPEC 2.3: the caller gets the run back at once, state ``invoking``).
+        """
+        if tx.in_background or not tx.stored or tx.replay:
+            return False
+        steps = tx.steps
+        for index in batch:
+            options = steps[index].node.options
+            if handler_type == INVOKE:
+                if options.async_:
+                    tx.hand_off = True
+                    return True
+            elif (
+                options.compensate_async
+                and not options.no_compensation
+                and steps[index].node.compensate_fn is not None
+            ):
+                tx.hand_off = True
+                return True
+        return False
+
+    def _arm_timers(self, tx: Transaction) -> None:
+        """Schedule the resumes that waiting steps, retries and the run's timeout need,
+        and note the earliest in ``tx.wake_at`` (the storage's fallback for lost timers)."""
+        now = now_ms()
+        scheduler = runtime.scheduler
+        workflow_id, transaction_id = tx.workflow_id, tx.transaction_id
+        prefix = f"{workflow_id}:{transaction_id}"
+        wake: list[int] = []
+
+        def arm(due: int, key: str) -> None:
+            scheduler.schedule(workflow_id, transaction_id, max(due - now, 0) / 1000, key)
+            wake.append(due)
+
+        for index in tx.waiting:
+            run = tx.steps[index]
+            if run.step_failed:
+                continue
+            options = run.node.options
+            if options.timeout and run.started_at is not None:
+                due = run.started_at + int(options.timeout * 1000)
+                arm(due, f"step_timeout:{prefix}:{run.action}")
+            if options.retry_interval_awaiting and self._may_reawait(run):
+                due = (run.last_attempt or now) + int(options.retry_interval_awaiting * 1000)
+                arm(due, f"retry_awaiting:{prefix}:{run.action}")
+        for index in tx.scheduled:
+            run = tx.steps[index]
+            interval = run.node.options.retry_interval or 0
+            wake.append((run.last_attempt or now) + int(interval * 1000))
+        timeout = tx.definition.options.get("timeout")
+        if timeout and tx.timed_out_at is None and tx.started_at is not None:
+            arm(tx.started_at + int(timeout * 1000), f"transaction_timeout:{prefix}")
+        tx.wake_at = min(wake) if wake else None
+
+    @staticmethod
+    def _may_reawait(run: StepRun) -> bool:
+        limit = run.node.options.max_awaiting_retries
+        return limit is None or run.attempts < limit
 
     def _wake(self, tx: Transaction) -> None:
-        """On resume: re-invoke paused steps and those whose retry interval is over."""
+        """On resume: re-invoke paused steps and those whose retry interval is over;
+        time out waiting steps past their timeout; re-invoke waiting steps whose
+        ``retry_interval_awaiting`` is over."""
         now = now_ms()
+        if tx.waiting:
+            for index in list(tx.waiting):
+                run = tx.steps[index]
+                if run.step_failed:
+                    continue
+                options = run.node.options
+                timeout = options.timeout
+                if timeout and run.started_at is not None and now > run.started_at + timeout * 1000:
+                    self._time_out_waiting(tx, run, now)
+                    continue
+                interval = options.retry_interval_awaiting
+                if (
+                    interval
+                    and self._may_reawait(run)
+                    and now >= (run.last_attempt or 0) + interval * 1000
+                ):
+                    tx.waiting.discard(index)
+                    tx.ready.append(index)
         if tx.paused:
             for index in tx.paused:
                 run = tx.steps[index]
@@ -487,7 +618,7 @@ class Orchestrator:
 
     def _apply(self, tx: Transaction, job: _Attempt, from_outside: bool = False) -> None:
         if job.handler_type == COMPENSATE:
-            self._apply_compensation(tx, job)
+            self._apply_compensation(tx, job, from_outside)
             return
         run = job.run
         node = run.node
@@ -508,7 +639,7 @@ class Orchestrator:
             if isinstance(value, StepResponse):
                 output, compensate_input = value.output, value.compensate_input
             elif node.options.async_ and not from_outside and not job.replayed:
-                if not node.options.background_execution:
+                if not node.options.background_execution or node.options.nested:
                     self._await_response(tx, run, job)
                     return
                 output = compensate_input = value
@@ -584,6 +715,8 @@ class Orchestrator:
             if delay > 0:
                 run.has_scheduled_retry = True
                 tx.scheduled.add(index)
+                if job.replayed:
+                    return
                 runtime.scheduler.schedule(
                     tx.workflow_id,
                     tx.transaction_id,
@@ -639,8 +772,22 @@ class Orchestrator:
         self._emit(tx, "on_step_failure", step=run, errors=[step_error])
         self._after_permanent_failure(tx, run)
 
+    def _time_out_waiting(self, tx: Transaction, run: StepRun, now: int) -> None:
+        """A waiting step passed its timeout: it fails for good (its late response will
+        be refused), and its log row says so."""
+        tx.waiting.discard(run.node.index)
+        job = _Attempt(run, INVOKE)
+        job.started = (run.started_at or now) / 1000
+        job.ended = now / 1000
+        self._record(tx, job, "TIMED_OUT")
+        run.timed_out_at = now
+        self._step_timed_out(tx, run)
+
     def _await_response(self, tx: Transaction, run: StepRun, job: _Attempt) -> None:
-        run.invoke_status = StepStatus.WAITING
+        if job.handler_type == COMPENSATE:
+            run.comp_status = StepStatus.WAITING
+        else:
+            run.invoke_status = StepStatus.WAITING
         tx.waiting.add(run.node.index)
         tx.has_waiting_steps = True
         self._record(tx, job, "WAITING")
@@ -672,8 +819,8 @@ class Orchestrator:
             return False
         return now_ms() > tx.started_at + timeout * 1000
 
-    def _timeout_transaction(self, tx: Transaction) -> None:
-        tx.timed_out_at = now_ms()
+    def _timeout_transaction(self, tx: Transaction, at: int | None = None) -> None:
+        tx.timed_out_at = at or now_ms()
         culprits = [tx.steps[i] for i in tx.waiting] + [tx.steps[i] for i in tx.paused]
         culprits += [tx.steps[i] for i in tx.scheduled]
         tx.waiting.clear()
@@ -729,11 +876,22 @@ class Orchestrator:
         else:
             self._settle_compensation(tx, run)
 
-    def _apply_compensation(self, tx: Transaction, job: _Attempt) -> None:
+    def _apply_compensation(
+        self, tx: Transaction, job: _Attempt, from_outside: bool = False
+    ) -> None:
         run = job.run
         node = run.node
         if job.outcome == _OK:
             value = job.value
+            if (
+                node.options.compensate_async
+                and not isinstance(value, StepResponse)
+                and not from_outside
+                and not job.replayed
+            ):
+                self._await_response(tx, run, job)
+                return
+            tx.waiting.discard(node.index)
             output = value.output if isinstance(value, StepResponse) else value
             if node.options.save_response:
                 tx.compensate[node.action] = {"output": output}
@@ -747,6 +905,7 @@ class Orchestrator:
         if job.outcome == _WAIT:
             self._await_response(tx, run, job)
             return
+        tx.waiting.discard(node.index)
         error = serialize_error(job.value)
         error["stack"] = (error.get("stack") or "") + (
             f"\n    at [{tx.workflow_id} -> {node.action} (compensate)]"
@@ -803,6 +962,9 @@ class Orchestrator:
         if tx.stored:
             runtime.storage.finish(tx)
         self._emit(tx, "on_finish", result=tx.result, errors=tx.get_errors(INVOKE))
+        if tx.notify_parent and runtime.nested_finished is not None:
+            # A nested child that outlived its parent's handler completes the parent step.
+            runtime.nested_finished(tx)
 
     # Helpers
 

@@ -8,6 +8,7 @@ this package imports Django.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -22,6 +23,9 @@ class Runtime:
         self.parallel_threads = 4
         self.max_payload_bytes: int | None = None
         self.redactor: Any = None
+        # Called with a nested child transaction that finished after its parent's
+        # step handler returned, to complete the waiting parent step.
+        self.nested_finished: Callable[[Any], None] | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
 

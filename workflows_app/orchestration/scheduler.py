@@ -1,8 +1,12 @@
-"""The scheduler protocol: how delayed work (retry intervals, timeouts) resumes a run.
+"""The scheduler protocol: how a run continues in the background, now or later.
 
-``resume`` is the callable the scheduler calls when a delay is over:
-``resume(workflow_id, transaction_id)``. The SDK installs it; the Django app swaps
-the whole scheduler for one backed by django-q2 or by a virtual clock.
+``enqueue`` hands a run to a worker at once (a run stopped before an async step);
+``schedule`` resumes it after a delay (retry intervals, timeouts of waiting steps);
+``clear`` forgets a delayed resume. A resume is ``resume(workflow_id,
+transaction_id)``: load the unfinished run and execute it as a worker would.
+
+Outside Django the :class:`ThreadScheduler` resumes on threads of this process; the
+Django app swaps in a django-q2 backend or the immediate backend of the tests.
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ ResumeCallback = Callable[[str, str], None]
 
 
 class Scheduler(Protocol):
+    def enqueue(self, workflow_id: str, transaction_id: str) -> None:
+        """Resume the transaction in the background as soon as a worker is free."""
+
     def schedule(self, workflow_id: str, transaction_id: str, delay: float, key: str) -> None:
         """Resume the transaction after ``delay`` seconds (the same ``key`` replaces it)."""
 
@@ -26,12 +33,19 @@ class Scheduler(Protocol):
 
 
 class ThreadScheduler:
-    """Delays with ``threading.Timer`` in this process (the default outside Django)."""
+    """Background work on threads of this process (the default outside Django)."""
 
     def __init__(self) -> None:
         self.resume: ResumeCallback | None = None
         self._timers: dict[str, threading.Timer] = {}
         self._lock = threading.Lock()
+        self._sequence = 0
+
+    def enqueue(self, workflow_id: str, transaction_id: str) -> None:
+        with self._lock:
+            self._sequence += 1
+            key = f"now:{self._sequence}"
+        self.schedule(workflow_id, transaction_id, 0, key)
 
     def schedule(self, workflow_id: str, transaction_id: str, delay: float, key: str) -> None:
         timer = threading.Timer(max(delay, 0), self._fire, (key, workflow_id, transaction_id))
@@ -53,6 +67,7 @@ class ThreadScheduler:
         with self._lock:
             self._timers.pop(key, None)
         if self.resume is None:
+            logger.warning("No resume callback: %s:%s stays paused", workflow_id, transaction_id)
             return
         try:
             self.resume(workflow_id, transaction_id)

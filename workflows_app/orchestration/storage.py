@@ -10,6 +10,7 @@ cancel starting). ``load`` returns a transaction to resume, or ``None``.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -48,7 +49,10 @@ class Storage(Protocol):
 
     def record_attempt(self, tx: Transaction, record: AttemptRecord) -> None: ...
 
-    def save(self, tx: Transaction) -> None: ...
+    def save(self, tx: Transaction, then: Callable[[], None] | None = None) -> None:
+        """Hand the transaction over (it stops without finishing). With ``then``, the
+        run goes to a worker: call ``then()`` (the enqueue) with the write, atomically
+        where the storage can."""
 
     def checkpoint(self, tx: Transaction) -> None: ...
 
@@ -89,8 +93,9 @@ class InMemoryStorage:
         key = (tx.workflow_id, tx.transaction_id, tx.run_id)
         self.attempts.setdefault(key, []).append(record)
 
-    def save(self, tx: Transaction) -> None:
-        return None
+    def save(self, tx: Transaction, then: Callable[[], None] | None = None) -> None:
+        if then is not None:
+            then()
 
     def checkpoint(self, tx: Transaction) -> None:
         return None

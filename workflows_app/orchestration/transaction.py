@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
+from .clock import now_ms
 from .definition import ROOT_ID, FlowDefinition, StepNode
 from .errors import StepError
 from .states import FINISHED_STATES, StepState, StepStatus, TransactionState
 
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
+__all__ = ["StepRun", "Transaction", "now_ms"]
 
 
 class StepRun:
@@ -158,6 +156,16 @@ class Transaction:
         self.nested: dict[str, Any] = {}
         self.storage_handle: Any = None
         self.stale = False
+        # Background execution: ``in_background`` is set by the worker that resumed the
+        # run (async handlers then run inline); ``hand_off`` asks the storage to queue
+        # the run for a worker when it saves; ``wake_at`` (ms) is the earliest timer.
+        self.in_background = False
+        self.hand_off = False
+        self.wake_at: int | None = None
+        self.notify_parent = bool(self.metadata.get("nestedAsync"))
+        # for_each: iteration rows of a rebuilt run, and the loops' own bookkeeping.
+        self.iteration_records: list = []
+        self._for_each_state: dict = {}
 
     # Public API (Medusa's getters, in snake_case)
 

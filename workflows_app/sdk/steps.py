@@ -73,6 +73,8 @@ def configure_node(node: StepNode, name: str | None, options: dict[str, Any]) ->
         node.options = node.options.replace(**_step_options(options, f".config() of {name}"))
         if "no_compensation" not in options and node.compensate_fn is None:
             node.options = node.options.replace(no_compensation=True)
+        if node.operation == "sub-workflow" and node.options.async_:
+            node.options = node.options.replace(nested=True)
 
 
 def create_step(

@@ -26,6 +26,7 @@ from ..orchestration import (
     orchestrator,
     runtime,
 )
+from ..orchestration.scheduler import ThreadScheduler
 from .composer import Composition, Hook, WorkflowResponse, composing
 from .references import StepRef, compile_value
 
@@ -246,6 +247,8 @@ class Workflow:
         parent_key = ctx.pop("parent_step_idempotency_key", None)
         if parent_key:
             metadata["parentStepIdempotencyKey"] = parent_key
+        if ctx.pop("nested_async", False):
+            metadata["nestedAsync"] = True
         tx = Transaction(
             self.definition,
             transaction_id=transaction_id,
@@ -372,6 +375,9 @@ class Workflow:
         child = self
         node.set_handlers(_nested_invoke(child, node), _nested_compensate(child))
         node.extra["workflow"] = child.name
+        if child.is_async:
+            # The child may wait: the step waits with it and completes when it ends.
+            node.options = node.options.replace(async_=True, nested=True)
         return composition.append(node)
 
     def get_name(self) -> str:
@@ -382,7 +388,7 @@ class Workflow:
 
 
 def _nested_invoke(child: Workflow, node: StepNode) -> Callable[[Any, Any], Any]:
-    def run_child(value: Any, ctx: Any) -> StepResponse:
+    def run_child(value: Any, ctx: Any) -> StepResponse | None:
         parent: Transaction = ctx._transaction
         child_id = f"{node.action}-{parent.transaction_id}"
         context = dict(parent.context)
@@ -390,6 +396,8 @@ def _nested_invoke(child: Workflow, node: StepNode) -> Callable[[Any, Any], Any]
             parent_step_idempotency_key=ctx.idempotency_key,
             event_group_id=parent.metadata.get("eventGroupId"),
         )
+        if node.options.nested:
+            return _run_nested_async(child, value, child_id, context, parent)
         res = child.run(
             input=value,
             transaction_id=child_id,
@@ -401,6 +409,86 @@ def _nested_invoke(child: Workflow, node: StepNode) -> Callable[[Any, Any], Any]
         return StepResponse(res.result, {"workflow_id": child.name, "transaction_id": child_id})
 
     return run_child
+
+
+def _run_nested_async(
+    child: Workflow, value: Any, child_id: str, context: dict, parent: Transaction
+) -> StepResponse | None:
+    """Start (or resume) the child; if it cannot finish now the parent step waits, and
+    the child completes it when it ends (``complete_parent_step``)."""
+    context["nested_async"] = True
+    tx = child.begin(value, child_id, context, container=parent.container)
+    if not tx.has_finished():
+        tx.in_background = parent.in_background
+        tx.notify_parent = False
+        orchestrator.execute(tx)
+    parent.nested[child_id] = tx
+    if not tx.has_finished():
+        return None
+    outcome = _child_outcome(child, tx)
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
+
+
+def _child_outcome(child: Workflow, tx: Transaction) -> StepResponse | WorkflowError:
+    if tx.state in _FAILED:
+        errors = tx.get_errors("invoke")
+        message = errors[0].error.get("message") if errors else f"Workflow {child.name} failed"
+        return WorkflowError(message, errors, tx)
+    return StepResponse(tx.result, {"workflow_id": child.name, "transaction_id": tx.transaction_id})
+
+
+def complete_parent_step(tx: Transaction) -> None:
+    """Report a finished nested child to the parent step that waits for it."""
+    key = tx.metadata.get("parentStepIdempotencyKey") or ""
+    parts = key.split(":")
+    if len(parts) != 4:
+        return
+    parent_id, parent_tx, step_id, action = parts
+    child = get_workflow(tx.workflow_id)
+    parent = get_workflow(parent_id)
+    outcome = _child_outcome(child, tx)
+    try:
+        if isinstance(outcome, WorkflowError):
+            error = outcome.errors[0].error if outcome.errors else {"message": str(outcome)}
+            parent.register_step_failure(parent_tx, step_id, error, action)
+        else:
+            parent.register_step_success(parent_tx, step_id, outcome, action)
+    except TransactionAlreadyStarted:
+        logger.warning(
+            "Nested %s:%s finished while its parent %s:%s was busy; the parent step keeps "
+            "waiting until recovery or a retry_step.",
+            tx.workflow_id,
+            tx.transaction_id,
+            parent_id,
+            parent_tx,
+        )
+
+
+def resume_transaction(
+    workflow_id: str,
+    transaction_id: str,
+    prepare: Callable[[Transaction], None] | None = None,
+) -> Transaction | None:
+    """Continue an unfinished stored run as a worker does: async handlers run inline.
+
+    Returns ``None`` when there is nothing to resume (finished, unknown) or another
+    executor holds the run. ``prepare(tx)`` runs before execution (e.g. to attach
+    event handlers).
+    """
+    workflow = get_workflow(workflow_id)
+    try:
+        tx = runtime.storage.load(workflow.definition, transaction_id)
+    except TransactionAlreadyStarted:
+        return None
+    if tx is None:
+        return None
+    tx.in_background = True
+    if prepare is not None:
+        prepare(tx)
+    orchestrator.execute(tx)
+    return tx
 
 
 def _nested_compensate(child: Workflow) -> Callable[[Any, Any], Any]:
@@ -455,3 +543,10 @@ def create_workflow(
 
         return decorate
     return registry.register(Workflow(name, composer, options))
+
+
+# Outside Django, background work runs on threads of this process.
+if isinstance(runtime.scheduler, ThreadScheduler) and runtime.scheduler.resume is None:
+    runtime.scheduler.resume = resume_transaction
+if runtime.nested_finished is None:
+    runtime.nested_finished = complete_parent_step

@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from workflows_app import bench as benchmarks
 from workflows_app.engine import ExecutionNotFound, workflow_engine
+from workflows_app.orchestration import runtime
 from workflows_app.sdk import (
     InvalidTransactionIdError,
     NonSerializableCheckpointError,
@@ -326,6 +327,24 @@ def recover(command: Command, options: dict) -> None:
     command.stdout.write(f"Recovered {count} workflow executions.")
 
 
+# setup
+
+
+@subcommand(
+    "setup",
+    "Create or update the background schedules: scheduled workflows, cleanup, recovery.",
+)
+def setup(command: Command, options: dict) -> None:
+    try:
+        done = workflow_engine.setup_schedules()
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    for name, action in done:
+        command.stdout.write(f"{action:<10} {name}")
+    backend = getattr(runtime.scheduler, "name", "?")
+    command.stdout.write(f"{len(done)} schedules ({backend} backend).")
+
+
 # bench
 
 
@@ -333,12 +352,21 @@ def _bench_arguments(parser: CommandParser) -> None:
     parser.add_argument(
         "--n", type=_positive_int, default=2000, help="Timed runs per workload (default 2000)."
     )
-    parser.add_argument("--only", help="Comma-separated workloads to run (default: all).")
+    parser.add_argument(
+        "--only",
+        help="Comma-separated workloads to run (default: all but background, which starts "
+        "a django-q2 cluster of 2 workers and needs PostgreSQL).",
+    )
     parser.add_argument("--json", action="store_true", help="Print one JSON object on one line.")
     parser.add_argument(
         "--durability",
         choices=benchmarks.DURABILITY_MODES,
         help="WORKFLOWS['DURABILITY'] for the stored workloads (default: the setting).",
+    )
+    parser.add_argument(
+        "--allow-sqlite",
+        action="store_true",
+        help="Run the background workload on SQLite too (refused by default: it locks).",
     )
 
 
@@ -362,7 +390,10 @@ def bench(command: Command, options: dict) -> None:
             only=keys,
             durability=options["durability"],
             on_result=None if options["json"] else print_line,
+            allow_sqlite=options["allow_sqlite"],
         )
+    except benchmarks.BenchmarkUnavailable as exc:
+        raise CommandError(str(exc)) from None
     except benchmarks.BenchmarkError as exc:
         raise CommandError(f"Benchmark failed: {exc}") from None
     if options["json"]:
