@@ -470,7 +470,9 @@ class WorkflowExecutionAdmin(admin.ModelAdmin):
             invoke = step.get("invoke") or {}
             compensate = step.get("compensate") or {}
             step_attempts = attempts_by_path.get(step_path, [])
-            invoke_attempts = [a for a in step_attempts if a.handler_type == "invoke"]
+            invoke_attempts = [
+                a for a in step_attempts if a.handler_type == "invoke" and not a.iteration
+            ]
             stored = invoke_data.get(action) if isinstance(invoke_data.get(action), dict) else {}
             waiting_action = None
             if invoke.get("status") == "waiting_response":
@@ -491,6 +493,7 @@ class WorkflowExecutionAdmin(admin.ModelAdmin):
                         "handler_type": a.handler_type,
                         "attempt": a.attempt,
                         "iteration": a.iteration,
+                        "total_items": a.total_items,
                         "status": a.get_status_display(),
                         "status_value": a.status,
                         "started_at": a.started_at,
@@ -531,7 +534,11 @@ class WorkflowExecutionAdmin(admin.ModelAdmin):
         now = timezone.now()
         bars = [
             graph.Bar(
-                label=a.step_name or a.step_id,
+                label=(
+                    f"{a.step_name or a.step_id} [{a.iteration}/{a.total_items or '?'}]"
+                    if a.iteration  # one item of a for_each loop
+                    else a.step_name or a.step_id
+                ),
                 handler_type=a.handler_type,
                 attempt=a.attempt,
                 status=a.status,

@@ -25,6 +25,7 @@ from ..orchestration import (
     WorkflowNotFound,
 )
 from .composer import Hook, WorkflowResponse, create_hook, parallelize, transform, when
+from .loops import for_each
 from .references import Reference
 from .steps import Step, create_step
 from .workflows import RunResult, Workflow, create_workflow, get_workflow, list_workflows
@@ -57,6 +58,7 @@ __all__ = [
     "create_hook",
     "create_step",
     "create_workflow",
+    "for_each",
     "get_workflow",
     "list_workflows",
     "parallelize",
