@@ -167,10 +167,18 @@ def test_scheduled_runs_on_the_immediate_clock_use_seconds():
     assert ran.count("bgq-first") == 2
 
 
-def test_a_worker_start_queues_a_recovery_sweep(django_q_backend):
+def test_a_worker_start_queues_a_recovery_sweep_and_starts_the_tick(
+    django_q_backend, monkeypatch
+):
+    ticks = []
+    # The tick thread itself would outlive the test; the qcluster tests run it for real.
+    monkeypatch.setattr("workflows_app.worker.start_ticker", ticks.append)
+
     on_worker_start(sender="django_q", proc_name="Process-1")
+
     funcs = [task.task["func"] for task in OrmQ.objects.all()]
     assert funcs == ["workflows_app.tasks.recover"]
+    assert ticks == [1.0]
 
 
 def test_recovery_takes_over_a_run_whose_process_is_gone(django_q_backend):
