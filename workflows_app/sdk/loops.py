@@ -48,7 +48,7 @@ from ..orchestration.responses import SkipStepResponse
 from .composer import Composition, current
 from .references import Reference, StepRef, compile_value
 from .steps import Step
-from .workflows import Workflow
+from .workflows import Workflow, run_child_inline
 
 LOOP_OPERATION = "builtin:loop"
 INVOKE = "invoke"
@@ -236,20 +236,7 @@ class _WorkflowBody:
         parent: Transaction = ctx._transaction
         # ctx.step_name is "<loop action>-<iteration>": one child per iteration.
         child_id = f"{ctx.step_name}-{parent.transaction_id}"
-        context = dict(parent.context)
-        context.update(
-            parent_step_idempotency_key=ctx.idempotency_key,
-            event_group_id=parent.metadata.get("eventGroupId"),
-        )
-        res = self.workflow.run(
-            input=item,
-            transaction_id=child_id,
-            context=context,
-            throw_on_error=True,
-            container=parent.container,
-        )
-        parent.nested[child_id] = res.transaction
-        return StepResponse(res.result, {"workflow_id": self.name, "transaction_id": child_id})
+        return run_child_inline(self.workflow, item, ctx, child_id)
 
     def undo(self, data: Any, ctx: StepContext) -> None:
         """Cancel the child run (its steps compensate in reverse)."""

@@ -387,26 +387,38 @@ class Workflow:
         return f"<Workflow {self.name}>"
 
 
+def child_context(parent: Transaction, ctx: Any) -> dict:
+    """The context a nested child runs with: the parent's, plus the key of the step
+    that started it and the parent's event group."""
+    context = dict(parent.context)
+    context.update(
+        parent_step_idempotency_key=ctx.idempotency_key,
+        event_group_id=parent.metadata.get("eventGroupId"),
+    )
+    return context
+
+
+def run_child_inline(child: Workflow, value: Any, ctx: Any, child_id: str) -> StepResponse:
+    """Run a child workflow to its end inside a parent step; its failure fails the step."""
+    parent: Transaction = ctx._transaction
+    res = child.run(
+        input=value,
+        transaction_id=child_id,
+        context=child_context(parent, ctx),
+        throw_on_error=True,
+        container=parent.container,
+    )
+    parent.nested[child_id] = res.transaction
+    return StepResponse(res.result, {"workflow_id": child.name, "transaction_id": child_id})
+
+
 def _nested_invoke(child: Workflow, node: StepNode) -> Callable[[Any, Any], Any]:
     def run_child(value: Any, ctx: Any) -> StepResponse | None:
         parent: Transaction = ctx._transaction
         child_id = f"{node.action}-{parent.transaction_id}"
-        context = dict(parent.context)
-        context.update(
-            parent_step_idempotency_key=ctx.idempotency_key,
-            event_group_id=parent.metadata.get("eventGroupId"),
-        )
         if node.options.nested:
-            return _run_nested_async(child, value, child_id, context, parent)
-        res = child.run(
-            input=value,
-            transaction_id=child_id,
-            context=context,
-            throw_on_error=True,
-            container=parent.container,
-        )
-        parent.nested[child_id] = res.transaction
-        return StepResponse(res.result, {"workflow_id": child.name, "transaction_id": child_id})
+            return _run_nested_async(child, value, child_id, child_context(parent, ctx), parent)
+        return run_child_inline(child, value, ctx, child_id)
 
     return run_child
 
