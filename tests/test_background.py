@@ -167,9 +167,7 @@ def test_scheduled_runs_on_the_immediate_clock_use_seconds():
     assert ran.count("bgq-first") == 2
 
 
-def test_a_worker_start_queues_a_recovery_sweep_and_starts_the_tick(
-    django_q_backend, monkeypatch
-):
+def test_a_worker_start_queues_a_recovery_sweep_and_starts_the_tick(django_q_backend, monkeypatch):
     ticks = []
     # The tick thread itself would outlive the test; the qcluster tests run it for real.
     monkeypatch.setattr("workflows_app.worker.start_ticker", ticks.append)
