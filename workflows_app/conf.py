@@ -30,8 +30,8 @@ DEFAULTS: dict[str, Any] = {
     "DURABILITY": "step",
     # PostgreSQL only: "async" commits step checkpoints without waiting for the WAL
     # flush (a worker crash loses nothing; a database crash may re-run steps finished
-    # in its last ~0.6 s); "sync" waits for every checkpoint. Run starts and ends are
-    # always synchronous.
+    # in its last ~0.6 s); "sync" waits for every checkpoint. "async" also covers the
+    # final write (or delete) of a run; the start of a run is always synchronous.
     "STEP_COMMIT": "async",
     # Threads used to run the branches of a parallel group.
     "PARALLEL_THREADS": 4,

@@ -46,6 +46,7 @@ EVENT_TYPES = (
     "on_step_begin",
     "on_step_success",
     "on_step_failure",
+    "on_step_skipped",
     "on_step_awaiting",
     "on_compensate_begin",
     "on_compensate_step_success",

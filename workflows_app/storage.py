@@ -13,6 +13,7 @@ way the stale writer gets ``StaleTransactionError`` and stops its branch.
 from __future__ import annotations
 
 import datetime
+import logging
 import os
 import socket
 import uuid
@@ -43,6 +44,8 @@ from .orchestration import (
 )
 from .redaction import Redactor, mask_sensitive
 from .status import FINISHED_STATES
+
+logger = logging.getLogger("workflows_app")
 
 _UTC = datetime.UTC
 
@@ -317,6 +320,16 @@ class OrmStorage:
     ) -> Transaction:
         """Turn a stored execution and its step rows back into a transaction."""
         flow = row.execution or {}
+        if row.definition_hash and row.definition_hash != definition.hash:
+            logger.warning(
+                "Execution %s of %s was started with another definition of the workflow "
+                "(hash %s, now %s): its step rows are matched by step path, so steps that "
+                "were renamed or moved run again and removed steps are not compensated.",
+                row.pk,
+                row.workflow_id,
+                row.definition_hash[:12],
+                definition.hash[:12],
+            )
         metadata = dict(flow.get("metadata") or {})
         context = metadata.get("context") or {}
         tx = Transaction(

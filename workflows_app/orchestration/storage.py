@@ -56,6 +56,9 @@ class Storage(Protocol):
 
     def checkpoint(self, tx: Transaction) -> None: ...
 
+    def peek(self, definition: FlowDefinition, transaction_id: str) -> Transaction | None:
+        """The unfinished transaction, read without taking it over."""
+
     def finish(self, tx: Transaction) -> None: ...
 
 

@@ -313,8 +313,9 @@ class Workflow:
     # Long-running and in-flight transactions
 
     def get_running_transaction(self, transaction_id: str) -> Transaction | None:
-        """The unfinished stored transaction with this id, or ``None``."""
-        return runtime.storage.load(self.definition, transaction_id)
+        """The unfinished stored transaction with this id, or ``None`` (read only: it
+        does not take the run over from whoever executes it)."""
+        return runtime.storage.peek(self.definition, transaction_id)
 
     def _load(self, transaction_id: str, *, include_finished: bool = False) -> Transaction:
         tx = runtime.storage.load(
