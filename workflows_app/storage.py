@@ -16,7 +16,10 @@ import datetime
 import logging
 import os
 import socket
+import threading
+import time
 import uuid
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
@@ -155,6 +158,66 @@ def _delete_without_flush(pk: str, version: int, has_steps: bool) -> int:
         return cursor.rowcount
 
 
+class LeaseKeeper:
+    """Renews the leases of the runs this process holds while a long step runs.
+
+    Leases are renewed as step attempts finish; a step that runs longer than half a
+    lease would otherwise let recovery hand its run to a second worker. A daemon
+    thread looks every few seconds and writes only for runs whose last renewal is
+    older than half a lease (so short steps cost nothing). PostgreSQL only: with
+    SQLite a second writer thread only adds lock contention, and SQLite deployments
+    run one worker.
+    """
+
+    def __init__(self) -> None:
+        # Weak: a run abandoned by an unexpected error (its transaction dropped) stops
+        # being renewed, so recovery can take it over.
+        self._held: weakref.WeakValueDictionary[int, _Handle] = weakref.WeakValueDictionary()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def hold(self, handle: _Handle) -> None:
+        if connection.vendor != "postgresql":
+            return
+        with self._lock:
+            self._held[id(handle)] = handle
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="workflows-lease-keeper", daemon=True
+                )
+                self._thread.start()
+
+    def release(self, handle: _Handle) -> None:
+        if self._held:
+            with self._lock:
+                self._held.pop(id(handle), None)
+
+    def _run(self) -> None:
+        while True:
+            lease = float(workflows_settings.LEASE_SECONDS)
+            time.sleep(max(min(lease / 4, 5.0), 0.05))
+            now = time.time()
+            with self._lock:
+                held = list(self._held.values())
+            due = [h for h in held if h.owner and h.lease_until - now < lease / 2]
+            if not due:
+                continue
+            try:
+                until = timezone.now() + datetime.timedelta(seconds=lease)
+                for handle in due:
+                    renewed = WorkflowExecution.objects.filter(
+                        pk=handle.pk, owner=handle.owner
+                    ).update(lease_expires_at=until)
+                    if renewed:
+                        handle.lease_until = until.timestamp()
+                    else:
+                        self.release(handle)
+            except Exception:
+                logger.exception("Renewing workflow leases failed")
+            finally:
+                connection.close()
+
+
 @dataclass
 class _Handle:
     """What the storage remembers about a transaction it holds."""
@@ -242,6 +305,7 @@ class OrmStorage:
             raise TransactionAlreadyStarted(tx.transaction_id) from None
         tx.started_at = _ms(now)
         tx.storage_handle = _Handle(row.pk, 0, owner, lease_until=now.timestamp() + lease)
+        lease_keeper.hold(tx.storage_handle)
 
     def load(
         self,
@@ -346,6 +410,8 @@ class OrmStorage:
         tx.timed_out_at = flow.get("timedOutAt")
         handle = _Handle(row.pk, row.version if version is None else version, owner, lease_until)
         tx.storage_handle = handle
+        if owner:
+            lease_keeper.hold(handle)
         by_path = {node.id: node for node in definition.nodes}
         replay: dict[tuple[int, str, int], AttemptRecord] = {}
         # Loop iterations (iteration > 0) share the loop's step path: they are not
@@ -489,6 +555,7 @@ class OrmStorage:
         nested = bool(tx.metadata.get("parentStepIdempotencyKey"))
         if retention is None and not nested:
             handle.buffer = []
+            lease_keeper.release(handle)
             self._delete(handle)
         else:
             self._flush(tx)
@@ -532,6 +599,7 @@ class OrmStorage:
                 deadline = _dt(wake_at) + datetime.timedelta(seconds=self._lease_seconds())
             values.update(owner="", lease_expires_at=deadline)
             handle.owner = ""
+            lease_keeper.release(handle)
         else:
             lease = self._lease_seconds()
             handle.owner = handle.owner or self.new_owner()
@@ -691,3 +759,6 @@ class OrmStorage:
             with transaction.atomic():
                 return action()
         return action()
+
+
+lease_keeper = LeaseKeeper()
