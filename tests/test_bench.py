@@ -134,3 +134,36 @@ def test_checks_reject_wrong_answers():
 def test_warmup_is_a_tenth_of_n_and_at_least_20():
     assert bench.warmup_runs(20) == 20
     assert bench.warmup_runs(2000) == 200
+
+
+def test_background_is_opt_in():
+    assert "background" in bench.WORKLOAD_KEYS
+    assert "background" not in bench.select(None)
+    assert bench.select(["background"]) == ["background"]
+
+
+def test_background_refuses_sqlite(is_postgres):
+    if is_postgres:
+        pytest.skip("the refusal is for SQLite")
+    with pytest.raises(CommandError, match="needs a database that worker processes can share"):
+        bench_output("--n", "20", "--only", "background", "--json")
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_background_runs_through_a_django_q_cluster():
+    report = json.loads(bench_output("--n", "20", "--only", "background", "--json"))
+    assert set(report) == {"background", "versions", "config"}
+    result = report["background"]
+    assert set(result) >= FIELDS | {"p50_ms", "p95_ms", "max_ms", "workers", "broker"}
+    assert result["runs"] == 20
+    assert result["steps_per_run"] == 3
+    assert result["workers"] == 2
+    assert result["broker"] == "orm"
+    assert result["runs_per_s"] == pytest.approx(20 / result["seconds"], rel=0.01)
+    assert 0 < result["p50_ms"] <= result["p95_ms"] <= result["max_ms"]
+    # Every run (20 warm-up + 20 timed) finished in the workers and kept its row.
+    rows = WorkflowExecution.objects.filter(workflow_id="bench-background")
+    assert rows.count() == 40
+    assert set(rows.values_list("state", flat=True)) == {"done"}
+    assert not rows.filter(step_executions__status="FAILED").exists()

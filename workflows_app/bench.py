@@ -6,16 +6,28 @@ the same output fields (``runs``, ``seconds``, ``runs_per_s``, ``us_per_step``,
 ``steps_per_run``). Every run goes through :data:`workflow_engine` and every result is
 checked, so a broken run fails the benchmark instead of flattering it.
 
+The ``background`` workload is different: it starts a django-q2 cluster of two
+workers (``workflows_app.bench_worker``), hands runs over to it and times them end to
+end, like the DBOS harness times its queue. It runs only when named with ``--only``.
+
 ``python manage.py workflows bench`` is the front end; :func:`run_benchmarks` does the
 work and returns a JSON-ready dict.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
+import logging
+import os
 import platform
+import signal
+import subprocess
+import sys
+import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -61,6 +73,8 @@ class Workload:
     throw_on_error: bool = True
     stored: bool = False
     before: Callable[[], None] | None = None
+    # Workloads that are not a loop of run() calls measure themselves.
+    measure: Callable[..., dict] | None = None
 
     def run_once(self, i: int) -> None:
         if self.before is not None:
@@ -268,6 +282,260 @@ def _transform_when(key: str) -> Workload:
     return Workload(key, name, 2, lambda i: {"n": i % 10}, check)
 
 
+# The background workload: runs handed over to django-q2 workers in other processes.
+
+BACKGROUND_KEY = "background"
+BACKGROUND_WORKERS = 2
+BACKGROUND_STEPS = 3
+# How long the worker cluster may take to start (the warm-up runs must finish by then).
+WORKER_START_SECONDS = 120.0
+# Deadline for the timed runs to finish: generous, a stuck queue should still fail.
+FINISH_SECONDS_MIN = 120.0
+FINISH_SECONDS_PER_RUN = 0.5
+COMPLETION_POLL_SECONDS = 0.02
+WORKER_STOP_SECONDS = 15.0
+
+
+class BenchmarkUnavailable(BenchmarkError):
+    """A workload cannot run with this configuration (e.g. ``background`` on SQLite)."""
+
+
+def _background(key: str) -> Workload:
+    name = _workflow_name(key)
+    steps = [
+        create_step(f"{name}-add-{position}", _add_one, async_=True, background_execution=True)
+        for position in range(1, BACKGROUND_STEPS + 1)
+    ]
+
+    def composer(input: Any) -> WorkflowResponse:
+        value = input["n"]
+        for step in steps:
+            value = step(value)
+        return WorkflowResponse(value)
+
+    create_workflow(name, composer, **_storage_options(True))
+
+    def check(result: RunResult, i: int) -> None:
+        # run() only hands the run over; measure_background checks the stored rows.
+        state = result.transaction.state
+        if state is not TransactionState.INVOKING:
+            _fail(key, f"run {i} returned {state}, expected invoking (handed to a worker)")
+
+    return Workload(
+        key,
+        name,
+        BACKGROUND_STEPS,
+        _n_input,
+        check,
+        stored=True,
+        measure=measure_background,
+    )
+
+
+def broker_name() -> str:
+    """``"redis"`` or ``"orm"`` (or another django-q2 broker): where the tasks go."""
+    from .background import uses_redis
+
+    if uses_redis():
+        return "redis"
+    conf = getattr(settings, "Q_CLUSTER", {}) or {}
+    for key in ("orm", "broker_class", "sqs", "iron_mq", "mongo"):
+        if conf.get(key):
+            return key
+    return "unknown"
+
+
+class WorkerCluster:
+    """A ``qcluster`` with ``workers`` worker processes (``workflows_app.bench_worker``),
+    in its own process group, on this process's settings and database."""
+
+    def __init__(self, workers: int, persistent_connections: bool = True) -> None:
+        self.workers = workers
+        self.persistent_connections = persistent_connections
+        self.process: subprocess.Popen | None = None
+        self._log: Any = None
+
+    def __enter__(self) -> WorkerCluster:
+        from .bench_worker import (
+            DATABASE_NAME_ENV,
+            DURABILITY_ENV,
+            PERSISTENT_CONNECTIONS_ENV,
+            WORKERS_ENV,
+        )
+
+        self._log = tempfile.NamedTemporaryFile(
+            prefix="workflows-bench-workers-", suffix=".log", delete=False
+        )
+        # Under override_settings, settings.SETTINGS_MODULE reads None: use the variable.
+        settings_module = os.environ.get("DJANGO_SETTINGS_MODULE") or settings.SETTINGS_MODULE
+        if not settings_module:
+            raise BenchmarkUnavailable(
+                "The worker cluster needs DJANGO_SETTINGS_MODULE (run through manage.py)."
+            )
+        path = [entry for entry in sys.path if entry]
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": settings_module,
+            "PYTHONPATH": os.pathsep.join(dict.fromkeys(path)),
+            DATABASE_NAME_ENV: str(connection.settings_dict["NAME"]),
+            WORKERS_ENV: str(self.workers),
+            # The workers write the step checkpoints: they follow --durability too.
+            DURABILITY_ENV: str(workflows_settings.DURABILITY),
+            PERSISTENT_CONNECTIONS_ENV: "1" if self.persistent_connections else "0",
+        }
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "workflows_app.bench_worker"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        process = self.process
+        if process is not None:
+            # SIGTERM to the leader stops the cluster in order; then clear the group.
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(timeout=WORKER_STOP_SECONDS)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=WORKER_STOP_SECONDS)
+        if self._log is not None:
+            self._log.close()
+            os.unlink(self._log.name)
+
+    def log_tail(self, size: int = 4000) -> str:
+        if self._log is None:
+            return ""
+        with open(self._log.name, errors="replace") as handle:
+            return handle.read()[-size:]
+
+    def check_alive(self, key: str) -> None:
+        if self.process is not None and self.process.poll() is not None:
+            _fail(
+                key,
+                f"the worker cluster exited ({self.process.returncode}):\n{self.log_tail()}",
+            )
+
+
+def _percentile(values: list[float], p: float) -> float:
+    """Linear interpolation between closest ranks (as the DBOS harness computes it)."""
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * p / 100.0
+    low = int(k)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (k - low)
+
+
+def _start_runs(item: Workload, prefix: str, count: int) -> dict[str, float]:
+    """Start ``count`` runs one after another; returns each run's start (epoch s)."""
+    workflow_id, make_input, check = item.workflow_id, item.make_input, item.check
+    run = workflow_engine.run
+    started: dict[str, float] = {}
+    for i in range(count):
+        transaction_id = f"{prefix}-{i}"
+        started[transaction_id] = time.time()
+        check(run(workflow_id, input=make_input(i), transaction_id=transaction_id), i)
+    return started
+
+
+def _wait_finished(
+    item: Workload, prefix: str, count: int, workers: WorkerCluster, seconds: float
+) -> list[tuple[str, str, Any, Any]]:
+    """Poll until the ``count`` runs named ``prefix-*`` are finished; their rows."""
+    from .models import WorkflowExecution
+    from .status import UNFINISHED_STATES
+
+    rows = WorkflowExecution.objects.filter(
+        workflow_id=item.workflow_id, transaction_id__startswith=prefix + "-"
+    )
+    deadline = time.monotonic() + seconds
+    while rows.filter(state__in=UNFINISHED_STATES).exists():
+        workers.check_alive(item.key)
+        if time.monotonic() > deadline:
+            left = rows.filter(state__in=UNFINISHED_STATES).count()
+            _fail(
+                item.key,
+                f"{left} of {count} runs unfinished after {seconds:g} s:\n{workers.log_tail()}",
+            )
+        time.sleep(COMPLETION_POLL_SECONDS)
+    found = list(rows.values_list("transaction_id", "state", "ended_at", "output_payload"))
+    if len(found) != count:
+        _fail(item.key, f"{len(found)} stored runs, expected {count}")
+    for transaction_id, state, _ended, output in found:
+        i = int(transaction_id.rsplit("-", 1)[1])
+        if state != "done":
+            _fail(item.key, f"run {transaction_id} ended {state}, expected done")
+        expected = i + BACKGROUND_STEPS
+        if output != expected:
+            _fail(item.key, f"run {transaction_id}: expected {expected}, got {output!r}")
+    return found
+
+
+def measure_background(item: Workload, n: int, allow_sqlite: bool = False) -> dict:
+    """Start ``n`` runs here and time them through a django-q2 cluster of
+    :data:`BACKGROUND_WORKERS` workers, as the DBOS harness times its queue:
+    workflows/s from the first run call to the last execution's ``ended_at``, and
+    end-to-end latency per run (run called -> ``ended_at``)."""
+    key = item.key
+    if connection.vendor == "sqlite" and not allow_sqlite:
+        raise BenchmarkUnavailable(
+            f"{key}: needs a database that worker processes can share under load "
+            "(PostgreSQL: set DATABASE_URL=postgres://...). On SQLite, django-q2's ORM "
+            "broker and several writers lock the database. Pass --allow-sqlite to try anyway."
+        )
+    background = {**getattr(settings, "WORKFLOWS", {}), "BACKGROUND": "django_q"}
+    # django-q2 logs every enqueue at INFO: hundreds of lines on stderr, and time.
+    queue_logger = logging.getLogger("django-q")
+    level = queue_logger.level
+    queue_logger.setLevel(max(level, logging.WARNING))
+    try:
+        with override_settings(WORKFLOWS=background), WorkerCluster(BACKGROUND_WORKERS) as workers:
+            result = _time_background(item, n, workers)
+    finally:
+        queue_logger.setLevel(level)
+    return result
+
+
+def _time_background(item: Workload, n: int, workers: WorkerCluster) -> dict:
+    """Warm up (which also waits for the workers to be up), then time ``n`` runs."""
+    tag = uuid.uuid4().hex[:10]
+    warm = warmup_runs(n)
+    warm_prefix = f"{item.workflow_id}-warm-{tag}"
+    _start_runs(item, warm_prefix, warm)
+    _wait_finished(item, warm_prefix, warm, workers, WORKER_START_SECONDS)
+    gc.collect()
+    prefix = f"{item.workflow_id}-{tag}"
+    first = time.time()
+    started = _start_runs(item, prefix, n)
+    enqueue_seconds = time.time() - first
+    seconds_allowed = max(FINISH_SECONDS_MIN, n * FINISH_SECONDS_PER_RUN)
+    rows = _wait_finished(item, prefix, n, workers, seconds_allowed)
+    ends = {transaction_id: ended.timestamp() for transaction_id, _s, ended, _o in rows}
+    latencies = [(ends[tx] - began) * 1000 for tx, began in started.items()]
+    seconds = max(ends.values()) - first
+    return {
+        "runs": n,
+        "seconds": round(seconds, 6),
+        "runs_per_s": round(n / seconds, 1),
+        "us_per_step": round(seconds * 1e6 / (n * item.steps_per_run), 2),
+        "steps_per_run": item.steps_per_run,
+        "p50_ms": round(_percentile(latencies, 50), 1),
+        "p95_ms": round(_percentile(latencies, 95), 1),
+        "max_ms": round(max(latencies), 1),
+        "enqueue_seconds": round(enqueue_seconds, 6),
+        "enqueue_per_s": round(n / enqueue_seconds, 1),
+        "workers": workers.workers,
+        "broker": broker_name(),
+        "worker_persistent_connections": workers.persistent_connections,
+        "warmup_runs": warm,
+    }
+
+
 # Key -> how to define it. Adding a workload is one entry here.
 _FACTORIES: dict[str, Callable[[], Workload]] = {
     "chain5": lambda: _chain("chain5", 5, stored=False),
@@ -278,9 +546,13 @@ _FACTORIES: dict[str, Callable[[], Workload]] = {
     "chain5_stored": lambda: _chain("chain5_stored", 5, stored=True),
     "chain20_stored": lambda: _chain("chain20_stored", 20, stored=True),
     "compensate5_stored": lambda: _compensate5("compensate5_stored", stored=True),
+    BACKGROUND_KEY: lambda: _background(BACKGROUND_KEY),
 }
 
 WORKLOAD_KEYS: tuple[str, ...] = tuple(_FACTORIES)
+# Run only when named with --only: they start worker processes and need PostgreSQL.
+OPT_IN_KEYS: frozenset[str] = frozenset({BACKGROUND_KEY})
+DEFAULT_KEYS: tuple[str, ...] = tuple(key for key in WORKLOAD_KEYS if key not in OPT_IN_KEYS)
 
 
 @functools.cache
@@ -340,9 +612,10 @@ def versions() -> dict:
 
 
 def select(only: Iterable[str] | None) -> list[str]:
-    """The workload keys to run, in the standard order; unknown keys raise ``ValueError``."""
+    """The workload keys to run, in the standard order (by default all but the opt-in
+    ones); unknown keys raise ``ValueError``."""
     if not only:
-        return list(WORKLOAD_KEYS)
+        return list(DEFAULT_KEYS)
     wanted = [key.strip() for key in only if key.strip()]
     unknown = sorted(set(wanted) - set(WORKLOAD_KEYS))
     if unknown:
@@ -357,12 +630,14 @@ def run_benchmarks(
     only: Iterable[str] | None = None,
     durability: str | None = None,
     on_result: Callable[[str, dict], Any] | None = None,
+    allow_sqlite: bool = False,
 ) -> dict:
     """Run the selected workloads ``n`` times each; return the JSON-ready report.
 
     ``durability`` (``"step"`` or ``"boundary"``) applies to the stored workloads; by
     default they use ``WORKFLOWS["DURABILITY"]``. The runs use ``DEBUG = False`` so that
     Django's query log (a development aid) is not part of the measurement.
+    ``allow_sqlite`` lets the ``background`` workload try SQLite, which it refuses otherwise.
     """
     if n < 1:
         raise ValueError("n must be a positive integer.")
@@ -376,7 +651,10 @@ def run_benchmarks(
     with override_settings(DEBUG=False):
         for key in keys:
             item = workload(key)
-            if item.stored:
+            if item.measure is not None:
+                with override_settings(WORKFLOWS=stored_settings):
+                    result = item.measure(item, n, allow_sqlite=allow_sqlite)
+            elif item.stored:
                 with override_settings(WORKFLOWS=stored_settings):
                     result = measure(item, n)
             else:

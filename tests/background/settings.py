@@ -1,0 +1,25 @@
+"""Settings of the qcluster workers started by tests/background (and of the bench's
+workers when pointed here): the project settings plus the test app that defines the
+``bg-*`` workflows, with short django-q2 timings so that a test's failures show fast.
+
+Extra environment variables: ``BG_Q_TIMEOUT`` / ``BG_Q_RETRY`` (django-q2 ``timeout``
+and ``retry``, seconds) and ``BG_LEASE_SECONDS`` (``WORKFLOWS["LEASE_SECONDS"]``).
+"""
+
+import os
+
+from project.settings import *  # noqa: F403
+from project.settings import INSTALLED_APPS, Q_CLUSTER, WORKFLOWS
+
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.background.bgapp"]
+
+Q_CLUSTER = {
+    **Q_CLUSTER,
+    "timeout": int(os.environ.get("BG_Q_TIMEOUT", "20")),
+    "retry": int(os.environ.get("BG_Q_RETRY", "30")),
+}
+
+WORKFLOWS = {
+    **WORKFLOWS,
+    "LEASE_SECONDS": float(os.environ.get("BG_LEASE_SECONDS", "30")),
+}
