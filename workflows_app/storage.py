@@ -175,12 +175,15 @@ class LeaseKeeper:
         self._held: weakref.WeakValueDictionary[int, _Handle] = weakref.WeakValueDictionary()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        # Set on every hold: the loop re-reads LEASE_SECONDS and its pace at once.
+        self._wake = threading.Event()
 
     def hold(self, handle: _Handle) -> None:
         if connection.vendor != "postgresql":
             return
         with self._lock:
             self._held[id(handle)] = handle
+            self._wake.set()
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._run, name="workflows-lease-keeper", daemon=True
@@ -195,7 +198,8 @@ class LeaseKeeper:
     def _run(self) -> None:
         while True:
             lease = float(workflows_settings.LEASE_SECONDS)
-            time.sleep(max(min(lease / 4, 5.0), 0.05))
+            self._wake.wait(max(min(lease / 4, 5.0), 0.05))
+            self._wake.clear()
             now = time.time()
             with self._lock:
                 held = list(self._held.values())
