@@ -127,12 +127,8 @@ def _always_fails(n: int, ctx: Any) -> None:
 # Workload definitions.
 
 
-def _chain(key: str, length: int, stored: bool) -> Workload:
-    name = _workflow_name(key)
-    steps = [
-        create_step(f"{name}-add-{position}", _add_one, _undo_add_one)
-        for position in range(1, length + 1)
-    ]
+def _sequence(steps: list) -> Any:
+    """A composer that feeds ``input["n"]`` through ``steps`` one after the other."""
 
     def composer(input: Any) -> WorkflowResponse:
         value = input["n"]
@@ -140,7 +136,17 @@ def _chain(key: str, length: int, stored: bool) -> Workload:
             value = step(value)
         return WorkflowResponse(value)
 
-    create_workflow(name, composer, **_storage_options(stored))
+    return composer
+
+
+def _chain(key: str, length: int, stored: bool) -> Workload:
+    name = _workflow_name(key)
+    steps = [
+        create_step(f"{name}-add-{position}", _add_one, _undo_add_one)
+        for position in range(1, length + 1)
+    ]
+
+    create_workflow(name, _sequence(steps), **_storage_options(stored))
 
     def check(result: RunResult, i: int) -> None:
         if result.result != i + length:
@@ -163,13 +169,7 @@ def _compensate5(key: str, stored: bool) -> Workload:
     steps = [recording_step(position) for position in range(1, 5)]
     failing = create_step(failing_action, _always_fails)
 
-    def composer(input: Any) -> WorkflowResponse:
-        value = input["n"]
-        for step in steps:
-            value = step(value)
-        return WorkflowResponse(failing(value))
-
-    create_workflow(name, composer, **_storage_options(stored))
+    create_workflow(name, _sequence([*steps, failing]), **_storage_options(stored))
 
     def check(result: RunResult, i: int) -> None:
         if _compensated != [4, 3, 2, 1]:
@@ -307,13 +307,7 @@ def _background(key: str) -> Workload:
         for position in range(1, BACKGROUND_STEPS + 1)
     ]
 
-    def composer(input: Any) -> WorkflowResponse:
-        value = input["n"]
-        for step in steps:
-            value = step(value)
-        return WorkflowResponse(value)
-
-    create_workflow(name, composer, **_storage_options(True))
+    create_workflow(name, _sequence(steps), **_storage_options(True))
 
     def check(result: RunResult, i: int) -> None:
         # run() only hands the run over; measure_background checks the stored rows.

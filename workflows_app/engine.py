@@ -29,7 +29,7 @@ from .orchestration import (
     runtime,
 )
 from .sdk import RunResult, Workflow, get_workflow, list_workflows
-from .sdk.workflows import resume_transaction
+from .sdk.workflows import EVENT_NAMES, resume_transaction
 from .status import FINISHED_STATES, UNFINISHED_STATES
 
 logger = logging.getLogger("workflows_app")
@@ -40,20 +40,8 @@ RANGE_LOOKUPS = frozenset({"gt", "gte", "lt", "lte"})
 ORDER_FIELDS = frozenset(
     {"created_at", "updated_at", "id", "workflow_id", "transaction_id", "state", "duration_ms"}
 )
-EVENT_TYPES = (
-    "on_begin",
-    "on_resume",
-    "on_step_begin",
-    "on_step_success",
-    "on_step_failure",
-    "on_step_skipped",
-    "on_step_awaiting",
-    "on_compensate_begin",
-    "on_compensate_step_success",
-    "on_compensate_step_failure",
-    "on_timeout",
-    "on_finish",
-)
+# Every event a run emits, so subscribers see all of them.
+EVENT_TYPES = tuple(sorted(EVENT_NAMES))
 
 Subscriber = Callable[[dict], Any]
 
