@@ -148,7 +148,7 @@ class Command(BaseCommand):
         workflow_ids = sorted({example.workflow_id for example in EXAMPLES})
         if (
             options["once"]
-            and WorkflowExecution.objects.filter(workflow_id__in=workflow_ids).exists()
+            and workflow_engine.list_workflow_executions({"workflow_id": workflow_ids}).exists()
         ):
             self.stdout.write(
                 "The example workflows have run in this database before; not running "
@@ -201,13 +201,9 @@ class Command(BaseCommand):
         transaction_id = res.transaction.transaction_id
         deadline = time.monotonic() + SETTLE_SECONDS
         while True:
-            execution = (
-                WorkflowExecution.objects.filter(
-                    workflow_id=example.workflow_id, transaction_id=transaction_id
-                )
-                .order_by("-created_at")
-                .first()
-            )
+            execution = workflow_engine.list_workflow_executions(
+                {"workflow_id": example.workflow_id, "transaction_id": transaction_id}
+            ).first()
             problem = "no stored execution" if execution is None else example.check(execution)
             if problem is None or time.monotonic() > deadline:
                 return problem, execution
