@@ -70,8 +70,8 @@ def test_admin_index_answers_for_a_superuser(admin_client):
 @pytest.mark.django_db
 def test_the_demo_brands_the_admin_from_its_own_templates(admin_client):
     page = admin_client.get("/admin/").content.decode()
-    assert '<div id="site-name"><a href="/admin/">workflows_app demo</a></div>' in page
-    assert "| workflows_app demo</title>" in page
+    assert '<div id="site-name"><a href="/admin/">Demo administration</a></div>' in page
+    assert "| Demo administration</title>" in page
 
 
 @pytest.mark.postgres
