@@ -1,7 +1,7 @@
 """Server-side SVG drawings for the admin: the step graph and the attempts Gantt chart.
 
-Pure functions over plain data (the flow JSON of an execution, the description of a
-definition, step attempts). Nothing here imports Django. Every piece of text put in
+Pure functions over plain data (a stored flow read through :mod:`.presentation`, the
+description of a definition, step attempts). Nothing here imports Django. Every piece of text put in
 the SVG goes through :func:`html.escape`, so the returned strings are safe to insert
 into a page as they are.
 """
@@ -15,7 +15,7 @@ from datetime import datetime
 from html import escape
 from typing import Any
 
-ROOT_ID = "_root"
+from .presentation import display_state, flow_steps, state_label, step_id_of
 
 #: Colour names of the admin palette (Medusa's dashboard: green, red, orange, grey).
 PALETTE: dict[str, tuple[str, str]] = {
@@ -53,19 +53,6 @@ STEP_STATE_COLOURS: dict[str, str] = {
     "not_started": "grey",
 }
 
-STEP_STATE_LABELS: dict[str, str] = {
-    "done": "Done",
-    "invoking": "Invoking",
-    "compensating": "Compensating",
-    "waiting": "Waiting for response",
-    "failed": "Failed",
-    "reverted": "Reverted",
-    "timeout": "Timeout",
-    "dormant": "Dormant",
-    "skipped": "Skipped",
-    "skipped_failure": "Skipped (Failure)",
-    "not_started": "Not started",
-}
 
 _ANCHOR_UNSAFE = re.compile(r"[^A-Za-z0-9_.:-]+")
 
@@ -88,50 +75,6 @@ def transaction_colour(state: str) -> str:
     return TRANSACTION_STATE_COLOURS.get(state, "grey")
 
 
-def _action_of(step_id: str, step: Mapping[str, Any]) -> str:
-    definition = step.get("definition") or {}
-    return str(definition.get("action") or step_id.rsplit(".", 1)[-1])
-
-
-def flow_steps(execution: Mapping[str, Any] | None) -> list[tuple[str, dict]]:
-    """The non-root steps of a flow (the ``execution`` column), in their stored order."""
-    if not isinstance(execution, Mapping):
-        return []
-    steps = execution.get("steps")
-    if not isinstance(steps, Mapping):
-        return []
-    return [(sid, s) for sid, s in steps.items() if sid != ROOT_ID and isinstance(s, Mapping)]
-
-
-def display_state(step: Mapping[str, Any]) -> str:
-    """The one state shown for a step of a flow.
-
-    A failed or timed-out invoke wins (it is what went wrong); otherwise a step whose
-    compensation started shows the compensation's state; a step waiting for an async
-    response shows ``waiting``; else the invoke state.
-    """
-    invoke = step.get("invoke") or {}
-    compensate = step.get("compensate") or {}
-    invoke_state = str(invoke.get("state") or "not_started")
-    comp_state = str(compensate.get("state") or "dormant")
-    if invoke_state in ("failed", "timeout"):
-        return invoke_state
-    if comp_state not in ("dormant", "not_started"):
-        if comp_state == "compensating" and compensate.get("status") == "waiting_response":
-            return "waiting"
-        return comp_state
-    if invoke_state == "invoking" and invoke.get("status") == "waiting_response":
-        return "waiting"
-    return invoke_state
-
-
-def progress(execution: Mapping[str, Any] | None) -> tuple[int, int]:
-    """``(completed, total)``: non-root steps, and those whose invoke state is ``done``."""
-    steps = flow_steps(execution)
-    done = sum(1 for _sid, s in steps if (s.get("invoke") or {}).get("state") == "done")
-    return done, len(steps)
-
-
 @dataclass
 class Node:
     """One box of the step graph."""
@@ -150,7 +93,7 @@ def nodes_from_flow(execution: Mapping[str, Any] | None, link: bool = True) -> l
     """Graph nodes of a stored execution, coloured by :func:`display_state`."""
     nodes = []
     for sid, step in flow_steps(execution):
-        action = _action_of(sid, step)
+        action = step_id_of(sid, step)
         state = display_state(step)
         nodes.append(
             Node(
@@ -159,9 +102,9 @@ def nodes_from_flow(execution: Mapping[str, Any] | None, link: bool = True) -> l
                 depth=int(step.get("depth") or sid.count(".")),
                 next=[str(n) for n in step.get("next") or []],
                 state=state,
-                state_label=STEP_STATE_LABELS.get(state, state.replace("_", " ").capitalize()),
+                state_label=state_label(state),
                 href="#" + step_anchor(action) if link else None,
-                title=f"{action}: {STEP_STATE_LABELS.get(state, state)}",
+                title=f"{action}: {state_label(state)}",
             )
         )
     return nodes

@@ -36,6 +36,7 @@ from rest_framework.response import Response
 from ..engine import ExecutionNotFound, workflow_engine
 from ..models import WorkflowExecution
 from ..orchestration import InvalidTransactionStateError, TransactionNotFound
+from ..presentation import context_errors
 from ..sdk import RunResult, Workflow
 from ..status import FINISHED_STATES
 from .exceptions import api_exception_handler
@@ -384,7 +385,7 @@ class ExecutionEventStream:
             .values("state", "status", "output_payload", "error", "context")
             .first()
         )
-        context = (row or {}).get("context") or {}
+        context = (row or {}).get("context")
         payload = {
             "event_type": "on_finish",
             "workflow_id": self.workflow_id,
@@ -394,7 +395,7 @@ class ExecutionEventStream:
             "step": None,
             "response": None,
             "result": row["output_payload"] if row else None,
-            "errors": context.get("errors", []) if isinstance(context, dict) else [],
+            "errors": context_errors(context),
             "error": row["error"] if row else None,
             "stored": True,
         }

@@ -23,6 +23,7 @@ from django.utils import timezone
 from workflows_app import bench as benchmarks
 from workflows_app.engine import ExecutionNotFound, workflow_engine
 from workflows_app.orchestration import runtime
+from workflows_app.presentation import error_message
 from workflows_app.sdk import (
     InvalidTransactionIdError,
     NonSerializableCheckpointError,
@@ -243,12 +244,6 @@ def _show_arguments(parser: CommandParser) -> None:
     parser.add_argument("id", help="Execution id (wf_exec_...).")
 
 
-def _error_message(error: Any) -> str:
-    if isinstance(error, dict):
-        return str(error.get("message") or error.get("name") or "")
-    return "" if error is None else str(error)
-
-
 @subcommand("show", "Show one stored execution and its step log.", _show_arguments)
 def show_execution(command: Command, options: dict) -> None:
     try:
@@ -265,7 +260,7 @@ def show_execution(command: Command, options: dict) -> None:
         ("Started", execution.started_at),
         ("Ended", execution.ended_at),
         ("Duration ms", execution.duration_ms),
-        ("Error", _error_message(execution.error)),
+        ("Error", error_message(execution.error)),
     )
     for label, value in header:
         command.stdout.write(f"{label + ':':13} {_cell(value)}")
@@ -283,7 +278,7 @@ def show_execution(command: Command, options: dict) -> None:
                 step["attempt"],
                 step["status"],
                 step["durationMs"],
-                _error_message(step["error"]),
+                error_message(step["error"]),
             )
             for step in steps
         ),

@@ -1,0 +1,500 @@
+"""The **Workflows** entry: stored executions, their detail page and commands."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db.models import Q
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.decorators import method_decorator
+from django.utils.html import format_html
+from django.utils.safestring import mark_safe
+from django.utils.translation import gettext_lazy as _
+from django.views.decorators.http import require_POST
+
+from .. import graph, presentation
+from ..engine import workflow_engine
+from ..models import (
+    EXECUTION_ID_PREFIX,
+    StepExecution,
+    WorkflowExecution,
+)
+from ..orchestration import WorkflowsError
+from ..status import TransactionState
+from .changelist import (
+    EstimatedCountPaginator,
+    ExecutionChangeList,
+    ExecutionQuerySet,
+    WorkflowFilter,
+)
+from .display import (
+    ENGINE_ERRORS,
+    PERM_CANCEL,
+    PERM_COMPLETE_STEP,
+    PERM_RETRY,
+    PERM_RUN,
+    duration_text,
+    pretty_json,
+    state_badge,
+    state_label,
+)
+from .forms import CompleteStepForm
+
+
+@admin.register(WorkflowExecution)
+class WorkflowExecutionAdmin(admin.ModelAdmin):
+    list_display = (
+        "transaction_id",
+        "workflow_id",
+        "state_display",
+        "progress_display",
+        "duration_display",
+        "created_display",
+    )
+    list_display_links = ("transaction_id",)
+    list_filter = ("state", WorkflowFilter)
+    # Exact matches only: every column here has a b-tree index, and PostgreSQL cannot use
+    # one for icontains/istartswith (UPPER(...) LIKE); the primary key's LIKE index is
+    # dropped by the initial migration. See get_search_results().
+    search_fields = ("id__exact", "transaction_id__exact", "workflow_id__exact")
+    search_help_text = _(
+        "Exact execution id (with or without wf_exec_), transaction id or workflow id."
+    )
+    date_hierarchy = "created_at"
+    list_per_page = 20
+    show_full_result_count = False
+    paginator = EstimatedCountPaginator
+    ordering = ("-created_at", "-id")
+    actions = None
+    fields = ("id", "workflow_id", "transaction_id", "state")
+
+    change_form_template = "admin/workflows_app/workflowexecution/change_form.html"
+    complete_step_template = "admin/workflows_app/workflowexecution/complete_step.html"
+
+    class Media:
+        css = {"all": ("workflows_app/admin.css",)}
+
+    # Read-only the Django way: view permission only.
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    # List
+
+    def get_changelist(self, request, **kwargs):
+        return ExecutionChangeList
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request)
+        return ExecutionQuerySet(
+            model=queryset.model, query=queryset.query, using=queryset._db, hints=queryset._hints
+        )
+
+    def get_search_results(self, request, queryset, search_term):
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        ids = {term}
+        if not term.startswith(EXECUTION_ID_PREFIX):
+            ids.add(EXECUTION_ID_PREFIX + term)
+        condition = Q(pk__in=ids) | Q(transaction_id=term) | Q(workflow_id=term)
+        return queryset.filter(condition), False
+
+    @admin.display(description=_("State"), ordering="state")
+    def state_display(self, obj: WorkflowExecution) -> str:
+        return state_badge(obj.state)
+
+    @admin.display(description=_("Progress"))
+    def progress_display(self, obj: WorkflowExecution) -> str:
+        if hasattr(obj, "progress_total"):
+            done, total = obj.progress_done or 0, obj.progress_total or 0
+        else:
+            done, total = presentation.progress(obj.execution)
+        return _("%(done)s of %(total)s steps") % {"done": done, "total": total}
+
+    @admin.display(description=_("Duration"), ordering="duration_ms")
+    def duration_display(self, obj: WorkflowExecution) -> str:
+        return duration_text(obj)
+
+    @admin.display(description=_("Created"), ordering="created_at")
+    def created_display(self, obj: WorkflowExecution) -> str:
+        created = timezone.localtime(obj.created_at)
+        return format_html(
+            '<time datetime="{}">{}<br><span class="wf-quiet">{}</span></time>',
+            created.isoformat(),
+            created.strftime("%Y-%m-%d"),
+            created.strftime("%H:%M:%S"),
+        )
+
+    # Detail
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None:
+            context.update(self.detail_context(request, obj))
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def detail_context(self, request: HttpRequest, obj: WorkflowExecution) -> dict[str, Any]:
+        """Everything the detail page shows, computed from the row and its step rows."""
+        execution = obj.execution if isinstance(obj.execution, dict) else {}
+        attempts = list(StepExecution.objects.filter(execution=obj).order_by("started_at", "id"))
+        attempts_by_path: dict[str, list[StepExecution]] = defaultdict(list)
+        for attempt in attempts:
+            attempts_by_path[attempt.step_path].append(attempt)
+
+        can = self.command_permissions(request)
+        steps = []
+        waiting_steps = []
+        for view in presentation.step_views(execution, obj.context):
+            action = view.step_id
+            state = view.state
+            waiting_action = view.waiting_handler
+            step_attempts = attempts_by_path.get(view.path, [])
+            invoke_attempts = [
+                a for a in step_attempts if a.handler_type == "invoke" and not a.iteration
+            ]
+            stored = view.stored
+            entry = {
+                "id": view.path,
+                "action": action,
+                "anchor": graph.step_anchor(action),
+                "state": state,
+                "state_label": view.state_label,
+                "colour": graph.step_colour(state),
+                "invoke": view.invoke,
+                "compensate": view.compensate,
+                "attempts": [
+                    {
+                        "handler_type": a.handler_type,
+                        "attempt": a.attempt,
+                        "iteration": a.iteration,
+                        "total_items": a.total_items,
+                        "status": a.get_status_display(),
+                        "status_value": a.status,
+                        "started_at": a.started_at,
+                        "duration": graph.format_duration_ms(a.duration_ms),
+                    }
+                    for a in step_attempts
+                ],
+                "definition": pretty_json(view.definition),
+                "input": pretty_json(invoke_attempts[-1].input) if invoke_attempts else None,
+                "output": pretty_json(stored.get("output")) if "output" in stored else None,
+                "compensate_input": (
+                    pretty_json(stored.get("compensateInput"))
+                    if stored.get("compensateInput") is not None
+                    else None
+                ),
+                "errors": [vars(error) for error in view.errors],
+                "waiting_action": waiting_action,
+                "open": state in ("failed", "timeout", "waiting") or bool(view.errors),
+            }
+            if waiting_action:
+                entry["complete_form"] = CompleteStepForm(
+                    initial={"step_id": action, "action": waiting_action},
+                    auto_id=graph.html_id("id-complete", action) + "-%s",
+                )
+                waiting_steps.append(entry)
+            steps.append(entry)
+
+        done, total = presentation.progress(execution)
+        now = timezone.now()
+        bars = [
+            graph.Bar(
+                label=(
+                    f"{a.step_name or a.step_id} [{a.iteration}/{a.total_items or '?'}]"
+                    if a.iteration  # one item of a for_each loop
+                    else a.step_name or a.step_id
+                ),
+                handler_type=a.handler_type,
+                attempt=a.attempt,
+                status=a.status,
+                start=a.started_at,
+                end=a.ended_at,
+                href="#" + graph.step_anchor(a.step_id),
+            )
+            for a in attempts
+            if a.started_at is not None
+        ]
+        raw = {field.attname: getattr(obj, field.attname) for field in obj._meta.concrete_fields}
+        registered = True
+        try:
+            workflow_engine.get_workflow(obj.workflow_id)
+        except WorkflowsError:
+            registered = False
+        commands = {
+            "cancel": can["cancel"] and obj.state in ("not_started", "invoking", "done"),
+            "retry_compensation": can["retry"] and obj.state == TransactionState.FAILED,
+            "rerun": can["run"] and registered,
+            "retry_step": can["retry"],
+            "complete_step": can["complete_step"],
+        }
+        return {
+            "title": _("Workflow execution %(id)s") % {"id": self.short_id(obj)},
+            "short_id": self.short_id(obj),
+            "state_badge": state_badge(obj.state),
+            "duration": duration_text(obj),
+            "progress_done": done,
+            "progress_total": total,
+            "progress_pills": [
+                {"action": s["action"], "done": s["invoke"].get("state") == "done"} for s in steps
+            ],
+            "graph_svg": mark_safe(  # graph.py escapes every text it inserts
+                graph.step_graph_svg(graph.nodes_from_flow(execution), title=obj.workflow_id)
+            ),
+            "gantt_svg": mark_safe(graph.gantt_svg(bars, now=now, title=obj.workflow_id)),
+            "payload_json": pretty_json(obj.input_payload)
+            if obj.input_payload is not None
+            else None,
+            "output_json": pretty_json(obj.output_payload)
+            if obj.output_payload is not None
+            else None,
+            "top_error": obj.error if isinstance(obj.error, dict) else None,
+            "error_stack": obj.error_stack,
+            "history": steps,
+            "waiting_steps": waiting_steps,
+            "raw_json": pretty_json(raw),
+            "commands": commands,
+            "workflow_registered": registered,
+            "attempt_count": len(attempts),
+            "url_names": self.url_names(),
+        }
+
+    @staticmethod
+    def short_id(obj: WorkflowExecution) -> str:
+        return obj.pk.removeprefix(EXECUTION_ID_PREFIX)
+
+    # Commands
+
+    def command_permissions(self, request: HttpRequest) -> dict[str, bool]:
+        user = request.user
+        return {
+            "cancel": user.has_perm(PERM_CANCEL),
+            "retry": user.has_perm(PERM_RETRY),
+            "complete_step": user.has_perm(PERM_COMPLETE_STEP),
+            "run": user.has_perm(PERM_RUN),
+        }
+
+    def url_names(self) -> dict[str, str]:
+        base = f"{self.opts.app_label}_{self.opts.model_name}"
+        return {
+            name: f"{self.admin_site.name}:{base}_{name}"
+            for name in ("cancel", "retry_step", "complete_step", "retry_compensation", "rerun")
+        }
+
+    def get_urls(self):
+        base = f"{self.opts.app_label}_{self.opts.model_name}"
+
+        def wrap(view: Callable) -> Callable:
+            return self.admin_site.admin_view(view)
+
+        return [
+            path("<path:object_id>/cancel/", wrap(self.cancel_view), name=f"{base}_cancel"),
+            path(
+                "<path:object_id>/retry-step/",
+                wrap(self.retry_step_view),
+                name=f"{base}_retry_step",
+            ),
+            path(
+                "<path:object_id>/complete-step/",
+                wrap(self.complete_step_view),
+                name=f"{base}_complete_step",
+            ),
+            path(
+                "<path:object_id>/retry-compensation/",
+                wrap(self.retry_compensation_view),
+                name=f"{base}_retry_compensation",
+            ),
+            path("<path:object_id>/rerun/", wrap(self.rerun_view), name=f"{base}_rerun"),
+            *super().get_urls(),
+        ]
+
+    def change_url(self, pk: str) -> str:
+        return reverse(
+            f"admin:{self.opts.app_label}_{self.opts.model_name}_change",
+            args=[pk],
+            current_app=self.admin_site.name,
+        )
+
+    def command_object(self, request: HttpRequest, object_id: str, perm: str) -> WorkflowExecution:
+        """The execution a command applies to, after the permission checks."""
+        request.current_app = self.admin_site.name
+        if not request.user.has_perm(perm):
+            raise PermissionDenied
+        obj = self.get_object(request, unquote(object_id))
+        if obj is None:
+            raise Http404(_("No workflow execution with that id."))
+        if not self.has_view_permission(request, obj):
+            raise PermissionDenied
+        return obj
+
+    def run_command(
+        self,
+        request: HttpRequest,
+        obj: WorkflowExecution,
+        command: Callable[[], Any],
+        success: str,
+    ) -> Any:
+        """Call the engine; log and report success, or report the engine's refusal."""
+        try:
+            result = command()
+        except ENGINE_ERRORS as exc:
+            self.message_user(
+                request,
+                _("%(what)s failed: %(error)s") % {"what": success, "error": exc},
+                messages.ERROR,
+            )
+            return None
+        state = result.acknowledgement["state"] if result.acknowledgement else ""
+        self.log_change(request, obj, f"{success} (state: {state})")
+        self.message_user(
+            request,
+            _("%(what)s: the transaction is now %(state)s.")
+            % {"what": success, "state": state_label(state)},
+            messages.SUCCESS,
+        )
+        return result
+
+    @staticmethod
+    def result_summary(result: Any) -> str:
+        text = json.dumps(result.result, cls=DjangoJSONEncoder, default=str)
+        return text if len(text) <= 300 else text[:297] + "..."
+
+    @staticmethod
+    def stored_execution(result: Any) -> WorkflowExecution | None:
+        ack = result.acknowledgement or {}
+        return (
+            WorkflowExecution.objects.filter(
+                workflow_id=ack.get("workflow_id"),
+                transaction_id=ack.get("transaction_id"),
+                run_id=ack.get("run_id"),
+            )
+            .only("id")
+            .first()
+        )
+
+    @method_decorator(require_POST)
+    def cancel_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        obj = self.command_object(request, object_id, PERM_CANCEL)
+        self.run_command(
+            request,
+            obj,
+            lambda: workflow_engine.cancel(obj.workflow_id, obj.transaction_id),
+            str(_("Cancel")),
+        )
+        return HttpResponseRedirect(self.change_url(obj.pk))
+
+    @method_decorator(require_POST)
+    def retry_step_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        obj = self.command_object(request, object_id, PERM_RETRY)
+        step_id = request.POST.get("step_id", "")
+        action = request.POST.get("action", "invoke")
+        self.run_command(
+            request,
+            obj,
+            lambda: workflow_engine.retry_step(
+                workflow_id=obj.workflow_id,
+                transaction_id=obj.transaction_id,
+                step_id=step_id,
+                action=action,
+            ),
+            _("Retry of step %(step)s") % {"step": step_id},
+        )
+        return HttpResponseRedirect(self.change_url(obj.pk))
+
+    def complete_step_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        obj = self.command_object(request, object_id, PERM_COMPLETE_STEP)
+        if request.method == "POST":
+            form = CompleteStepForm(request.POST)
+            if form.is_valid():
+                step_id = form.cleaned_data["step_id"]
+                action = form.cleaned_data["action"]
+                response = form.cleaned_data["response"]
+                if form.cleaned_data["outcome"] == "success":
+                    label = _("Step %(step)s marked succeeded") % {"step": step_id}
+
+                    def command() -> Any:
+                        return workflow_engine.set_step_success(
+                            workflow_id=obj.workflow_id,
+                            transaction_id=obj.transaction_id,
+                            step_id=step_id,
+                            action=action,
+                            response=response,
+                        )
+                else:
+                    label = _("Step %(step)s marked failed") % {"step": step_id}
+
+                    def command() -> Any:
+                        return workflow_engine.set_step_failure(
+                            workflow_id=obj.workflow_id,
+                            transaction_id=obj.transaction_id,
+                            step_id=step_id,
+                            action=action,
+                            error=response,
+                            force_permanent_failure=form.cleaned_data["force_permanent_failure"],
+                        )
+
+                self.run_command(request, obj, command, str(label))
+                return HttpResponseRedirect(self.change_url(obj.pk))
+        else:
+            form = CompleteStepForm(
+                initial={
+                    "step_id": request.GET.get("step", ""),
+                    "action": request.GET.get("action", "invoke"),
+                }
+            )
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": obj,
+            "short_id": self.short_id(obj),
+            "title": _("Complete a waiting step"),
+            "form": form,
+            "step_id": form["step_id"].value(),
+            "url_names": self.url_names(),
+            "media": self.media,
+        }
+        return TemplateResponse(request, self.complete_step_template, context)
+
+    @method_decorator(require_POST)
+    def retry_compensation_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        obj = self.command_object(request, object_id, PERM_RETRY)
+        self.run_command(
+            request,
+            obj,
+            lambda: workflow_engine.retry_compensation(obj.workflow_id, obj.transaction_id),
+            str(_("Retry of the compensation")),
+        )
+        return HttpResponseRedirect(self.change_url(obj.pk))
+
+    @method_decorator(require_POST)
+    def rerun_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        obj = self.command_object(request, object_id, PERM_RUN)
+        result = self.run_command(
+            request, obj, lambda: workflow_engine.rerun(obj.pk), str(_("Run again"))
+        )
+        if result is not None:
+            new = self.stored_execution(result)
+            if new is not None:
+                return HttpResponseRedirect(self.change_url(new.pk))
+            self.message_user(
+                request,
+                _("The new run is not stored. Result: %(result)s")
+                % {"result": self.result_summary(result)},
+                messages.INFO,
+            )
+        return HttpResponseRedirect(self.change_url(obj.pk))

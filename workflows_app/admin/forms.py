@@ -1,0 +1,67 @@
+"""Forms of the admin commands: complete a waiting step, run a workflow."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.utils.translation import gettext_lazy as _
+
+from .. import graph
+
+
+class JSONInputField(forms.JSONField):
+    """A JSON textarea that starts empty rather than showing ``null``."""
+
+    def prepare_value(self, value):
+        return "" if value is None else super().prepare_value(value)
+
+
+class CompleteStepForm(forms.Form):
+    """Mark a step that waits for a response as succeeded or failed."""
+
+    step_id = forms.CharField(widget=forms.HiddenInput)
+    action = forms.ChoiceField(
+        choices=[("invoke", "invoke"), ("compensate", "compensate")],
+        initial="invoke",
+        widget=forms.HiddenInput,
+    )
+    response = JSONInputField(
+        label=_("Response (JSON)"),
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 4, "cols": 60, "class": "wf-json-input"}),
+        help_text=_(
+            "Succeeded: the step's output. Failed: the error, e.g. "
+            '{"message": "Payment declined"}.'
+        ),
+    )
+    force_permanent_failure = forms.BooleanField(
+        label=_("Fail permanently (skip remaining retries)"), required=False
+    )
+    outcome = forms.ChoiceField(
+        choices=[("success", _("Mark succeeded")), ("failure", _("Mark failed"))],
+        widget=forms.HiddenInput,
+    )
+
+
+class RunWorkflowForm(forms.Form):
+    """Run a registered workflow with a JSON input."""
+
+    workflow = forms.CharField(widget=forms.HiddenInput)
+    input = JSONInputField(
+        label=_("Input (JSON)"),
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 4, "cols": 60, "class": "wf-json-input"}),
+    )
+    transaction_id = forms.CharField(
+        label=_("Transaction ID (optional)"), required=False, max_length=255
+    )
+
+
+def run_form(name: str, data: Any = None) -> RunWorkflowForm:
+    """The Run form of one workflow (ids unique on the page of all workflows)."""
+    return RunWorkflowForm(
+        data,
+        initial={"workflow": name},
+        auto_id=graph.html_id("id-run", name) + "-%s",
+    )
