@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from .models import StepExecution, WorkflowExecution
@@ -30,7 +30,7 @@ from .orchestration import (
 )
 from .sdk import RunResult, Workflow, get_workflow, list_workflows
 from .sdk.workflows import EVENT_NAMES, resume_transaction
-from .status import FINISHED_STATES, UNFINISHED_STATES
+from .status import FINISHED_STATES
 
 logger = logging.getLogger("workflows_app")
 
@@ -287,9 +287,7 @@ class WorkflowEngine:
         if (
             concurrency == "forbid"
             and workflow.options["store"]
-            and WorkflowExecution.objects.filter(
-                workflow_id=workflow_id, state__in=UNFINISHED_STATES
-            ).exists()
+            and WorkflowExecution.objects.unfinished().filter(workflow_id=workflow_id).exists()
         ):
             logger.info("Skipping scheduled %s: an earlier run has not finished", workflow_id)
             return None
@@ -379,13 +377,7 @@ class WorkflowEngine:
             else:
                 raise ValueError(f"Cannot filter executions on {key!r}.")
         if q:
-            queryset = queryset.filter(
-                Q(id__icontains=q)
-                | Q(workflow_id__icontains=q)
-                | Q(transaction_id__icontains=q)
-                | Q(run_id__icontains=q)
-                | Q(state__icontains=q)
-            )
+            queryset = queryset.search(q)
         orders = [order] if isinstance(order, str) else list(order or ["-created_at", "-id"])
         for item in orders:
             if item.lstrip("-") not in ORDER_FIELDS:
@@ -452,16 +444,9 @@ class WorkflowEngine:
         if not isinstance(storage, OrmStorage):
             return 0
         now = now or timezone.now()
-        rows = list(
-            WorkflowExecution.objects.filter(
-                state__in=UNFINISHED_STATES, lease_expires_at__lt=now
-            ).order_by("lease_expires_at")[:limit]
-        )
-        held = WorkflowExecution.objects.filter(
-            state__in=UNFINISHED_STATES,
-            owner__startswith=socket.gethostname() + ":",
-            lease_expires_at__gte=now,
-        )[:limit]
+        expired = WorkflowExecution.objects.lease_expired(now).order_by("lease_expires_at")
+        rows = list(expired[:limit])
+        held = WorkflowExecution.objects.held_on_host(socket.gethostname(), now)[:limit]
         dead = {row.pk: row.owner for row in held if _process_is_gone(row.owner)}
         if dead:
             rows += list(WorkflowExecution.objects.filter(pk__in=dead))

@@ -11,6 +11,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from ulid import ULID
 
+from .managers import WorkflowExecutionManager
 from .status import (
     FINISHED_STATES,
     UNFINISHED_STATES,
@@ -181,6 +182,8 @@ class WorkflowExecution(models.Model):
         blank=True,
         help_text=_("Soft-deletion time, if any."),
     )
+
+    objects = WorkflowExecutionManager()
 
     class Meta:
         db_table = "workflow_execution"

@@ -16,7 +16,6 @@ from django.utils.translation import gettext_lazy as _
 from ..engine import workflow_engine
 from ..models import WorkflowExecution
 from ..status import TransactionState
-from .serializers import LIST_DEFERRED_FIELDS
 
 
 def _utc(value: datetime.datetime) -> datetime.datetime:
@@ -80,9 +79,7 @@ class WorkflowExecutionFilter(django_filters.FilterSet):
 
     def filter_queryset(self, queryset: QuerySet) -> QuerySet:
         filters, q = self.engine_arguments()
-        return workflow_engine.list_workflow_executions(filters=filters, q=q).defer(
-            *LIST_DEFERRED_FIELDS
-        )
+        return workflow_engine.list_workflow_executions(filters=filters, q=q).light()
 
     def search(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
         """Applied by :meth:`filter_queryset` through the engine (kept for the schema)."""

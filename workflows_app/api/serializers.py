@@ -21,16 +21,6 @@ from ..models import WorkflowExecution
 from ..redaction import Redactor
 from ..status import HandlerType
 
-# Columns left out of the list endpoint (large JSON and text).
-LIST_DEFERRED_FIELDS = (
-    "execution",
-    "context",
-    "input_payload",
-    "output_payload",
-    "error",
-    "error_stack",
-)
-
 
 class _LenientEncoder(JSONEncoder):
     """DRF's encoder, falling back to ``repr`` for values JSON cannot hold."""

@@ -44,7 +44,6 @@ from .filters import WorkflowExecutionFilter
 from .pagination import ExecutionCursorPagination
 from .permissions import api_permissions
 from .serializers import (
-    LIST_DEFERRED_FIELDS,
     ActionResultSerializer,
     ErrorSerializer,
     RetrySerializer,
@@ -505,7 +504,7 @@ class WorkflowExecutionViewSet(WorkflowsAPIMixin, viewsets.GenericViewSet):
     events_poll_seconds = 2.0
 
     def get_queryset(self):
-        return workflow_engine.list_workflow_executions().defer(*LIST_DEFERRED_FIELDS)
+        return workflow_engine.list_workflow_executions().light()
 
     def get_serializer_class(self):
         if self.action == "list":

@@ -14,24 +14,16 @@ from __future__ import annotations
 
 import datetime
 import logging
-import os
-import socket
-import threading
-import time
-import uuid
-import weakref
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from functools import cache
 from typing import Any
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Q, sql
+from django.db.models import F, Q
 from django.utils import timezone
 
-from .conf import workflows_settings
-from .models import StepExecution, WorkflowExecution, new_execution_id
-from .orchestration import (
+from ..conf import workflows_settings
+from ..models import StepExecution, WorkflowExecution, new_execution_id
+from ..orchestration import (
     AttemptRecord,
     FlowDefinition,
     NonSerializableCheckpointError,
@@ -45,20 +37,20 @@ from .orchestration import (
     runtime,
     serialization,
 )
-from .redaction import Redactor, mask_sensitive
-from .status import FINISHED_STATES
+from ..redaction import Redactor, mask_sensitive
+from ..status import FINISHED_STATES
+from .leases import Handle, lease_keeper, lease_seconds, new_owner
+from .sql import (
+    async_prefix,
+    atomic_if_nested,
+    delete_without_flush,
+    insert_checkpoint,
+    to_datetime,
+    to_ms,
+    update_without_flush,
+)
 
 logger = logging.getLogger("workflows_app")
-
-_UTC = datetime.UTC
-
-
-def _dt(ms: int | None) -> datetime.datetime | None:
-    return None if ms is None else datetime.datetime.fromtimestamp(ms / 1000, tz=_UTC)
-
-
-def _ms(value: datetime.datetime | None) -> int | None:
-    return None if value is None else int(value.timestamp() * 1000)
 
 
 def execution_status(tx: Transaction) -> str:
@@ -84,167 +76,10 @@ def retention_for(options: dict, state: str) -> int | None:
     return None if retention is None else int(retention)
 
 
-_STEP_COLUMNS = (
-    "execution_id",
-    "step_id",
-    "step_path",
-    "step_name",
-    "handler_type",
-    "operation",
-    "status",
-    "attempt",
-    "input",
-    "output",
-    "compensate_input",
-    "error",
-    "started_at",
-    "ended_at",
-    "duration_ms",
-    "iteration",
-    "total_items",
-)
-_STEP_JSON = frozenset({"input", "output", "compensate_input", "error"})
-_STEP_JSON_POSITIONS = tuple(i for i, name in enumerate(_STEP_COLUMNS) if name in _STEP_JSON)
-
-
-@cache
-def _step_insert_sql() -> str:
-    """The INSERT of one step row, with JSON values passed as text and cast."""
-    meta = StepExecution._meta
-    columns = [
-        meta.get_field("execution" if name == "execution_id" else name).column
-        for name in _STEP_COLUMNS
-    ]
-    values = ["%s::jsonb" if name in _STEP_JSON else "%s" for name in _STEP_COLUMNS]
-    return f'INSERT INTO "{meta.db_table}" ({", ".join(columns)}) VALUES ({", ".join(values)})'
-
-
-def _async_prefix() -> str:
-    """``SET LOCAL synchronous_commit TO OFF; `` where a write may skip the WAL flush.
-
-    Only on PostgreSQL, in autocommit (a caller's own transaction keeps its own
-    commit), with ``STEP_COMMIT = "async"``. Sent in the same query string as the
-    write, both run in one implicit transaction: still one round trip.
-    """
-    if (
-        connection.vendor == "postgresql"
-        and not connection.in_atomic_block
-        and workflows_settings.STEP_COMMIT == "async"
-    ):
-        return "SET LOCAL synchronous_commit TO OFF; "
-    return ""
-
-
-def _update_without_flush(queryset: Any, values: dict[str, Any]) -> int:
-    query = queryset.query.chain(sql.UpdateQuery)
-    query.add_update_values(values)
-    text, params = query.get_compiler(connection=connection).as_sql()
-    with connection.cursor() as cursor:
-        cursor.execute(_async_prefix() + text, params)
-        return cursor.rowcount
-
-
-def _delete_without_flush(pk: str, version: int, has_steps: bool) -> int:
-    """Delete an execution (and its step rows) in one implicit transaction."""
-    steps = StepExecution._meta.db_table
-    executions = WorkflowExecution._meta.db_table
-    text = f'DELETE FROM "{executions}" WHERE "id" = %s AND "version" = %s'
-    params: list[Any] = [pk, version]
-    if has_steps:
-        text = f'DELETE FROM "{steps}" WHERE "execution_id" = %s; ' + text
-        params.insert(0, pk)
-    with connection.cursor() as cursor:
-        cursor.execute(_async_prefix() + text, params)
-        return cursor.rowcount
-
-
-class LeaseKeeper:
-    """Renews the leases of the runs this process holds while a long step runs.
-
-    Leases are renewed as step attempts finish; a step that runs longer than half a
-    lease would otherwise let recovery hand its run to a second worker. A daemon
-    thread looks every few seconds and writes only for runs whose last renewal is
-    older than half a lease (so short steps cost nothing). PostgreSQL only: with
-    SQLite a second writer thread only adds lock contention, and SQLite deployments
-    run one worker.
-    """
-
-    def __init__(self) -> None:
-        # Weak: a run abandoned by an unexpected error (its transaction dropped) stops
-        # being renewed, so recovery can take it over.
-        self._held: weakref.WeakValueDictionary[int, _Handle] = weakref.WeakValueDictionary()
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        # Set on every hold: the loop re-reads LEASE_SECONDS and its pace at once.
-        self._wake = threading.Event()
-
-    def hold(self, handle: _Handle) -> None:
-        if connection.vendor != "postgresql":
-            return
-        with self._lock:
-            self._held[id(handle)] = handle
-            self._wake.set()
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._run, name="workflows-lease-keeper", daemon=True
-                )
-                self._thread.start()
-
-    def release(self, handle: _Handle) -> None:
-        if self._held:
-            with self._lock:
-                self._held.pop(id(handle), None)
-
-    def _run(self) -> None:
-        while True:
-            lease = float(workflows_settings.LEASE_SECONDS)
-            self._wake.wait(max(min(lease / 4, 5.0), 0.05))
-            self._wake.clear()
-            now = time.time()
-            with self._lock:
-                held = list(self._held.values())
-            due = [h for h in held if h.owner and h.lease_until - now < lease / 2]
-            if not due:
-                continue
-            try:
-                until = timezone.now() + datetime.timedelta(seconds=lease)
-                for handle in due:
-                    renewed = WorkflowExecution.objects.filter(
-                        pk=handle.pk, owner=handle.owner
-                    ).update(lease_expires_at=until)
-                    if renewed:
-                        handle.lease_until = until.timestamp()
-                    else:
-                        self.release(handle)
-            except Exception:
-                logger.exception("Renewing workflow leases failed")
-            finally:
-                connection.close()
-
-
-@dataclass
-class _Handle:
-    """What the storage remembers about a transaction it holds."""
-
-    pk: str
-    version: int
-    owner: str = ""
-    lease_until: float = 0.0
-    flushed: bool = False
-    waiting: set = field(default_factory=set)
-    buffer: list = field(default_factory=list)
-
-
 class OrmStorage:
     """Stores transactions of ``store=True`` workflows in the default database."""
 
     # Configuration read on each use, so override_settings applies.
-
-    @staticmethod
-    def new_owner() -> str:
-        """A lease token: which process holds the execution, unique to this claim, so
-        that two threads of one process never share a claim either."""
-        return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
 
     @staticmethod
     def _redactor() -> Redactor:
@@ -255,10 +90,6 @@ class OrmStorage:
         flow = tx.get_flow()
         flow["metadata"] = redact(flow["metadata"])
         return flow
-
-    @staticmethod
-    def _lease_seconds() -> float:
-        return float(workflows_settings.LEASE_SECONDS)
 
     def _check_payload(self, what: str, value: Any) -> None:
         try:
@@ -280,10 +111,10 @@ class OrmStorage:
         self._check_payload(f"The input of workflow {tx.workflow_id}", tx.payload)
         redact = self._redactor()
         now = timezone.now()
-        lease = self._lease_seconds()
+        lease = lease_seconds()
         payload = redact(self._mask_payload(tx.definition, tx.payload))
         tx.metadata["context"] = tx.context
-        owner = self.new_owner()
+        owner = new_owner()
         row = WorkflowExecution(
             id=new_execution_id(),
             workflow_id=tx.workflow_id,
@@ -304,11 +135,11 @@ class OrmStorage:
             updated_at=now,
         )
         try:
-            self._atomic_if_nested(lambda: row.save(force_insert=True))
+            atomic_if_nested(lambda: row.save(force_insert=True))
         except IntegrityError:
             raise TransactionAlreadyStarted(tx.transaction_id) from None
-        tx.started_at = _ms(now)
-        tx.storage_handle = _Handle(row.pk, 0, owner, lease_until=now.timestamp() + lease)
+        tx.started_at = to_ms(now)
+        tx.storage_handle = Handle(row.pk, 0, owner, lease_until=now.timestamp() + lease)
         lease_keeper.hold(tx.storage_handle)
 
     def load(
@@ -336,8 +167,8 @@ class OrmStorage:
         owner = ""
         if claim and not finished:
             now = timezone.now()
-            until = now + datetime.timedelta(seconds=self._lease_seconds())
-            owner = self.new_owner()
+            until = now + datetime.timedelta(seconds=lease_seconds())
+            owner = new_owner()
             claimed = (
                 WorkflowExecution.objects.filter(pk=row.pk, version=row.version)
                 .filter(Q(owner="") | Q(lease_expires_at__lt=now))
@@ -358,9 +189,9 @@ class OrmStorage:
     ) -> Transaction | None:
         """Take over an execution whose lease expired before ``now``, or that is held
         by ``dead_owner`` (a process known to be gone) (recovery)."""
-        lease = self._lease_seconds()
+        lease = lease_seconds()
         until = timezone.now() + datetime.timedelta(seconds=lease)
-        owner = self.new_owner()
+        owner = new_owner()
         held = Q(owner=dead_owner) if dead_owner else Q(lease_expires_at__lt=now)
         claimed = (
             WorkflowExecution.objects.filter(pk=row.pk, version=row.version)
@@ -409,10 +240,10 @@ class OrmStorage:
             metadata=metadata,
             stored=True,
         )
-        tx.started_at = flow.get("startedAt") or _ms(row.started_at)
+        tx.started_at = flow.get("startedAt") or to_ms(row.started_at)
         tx.cancelled_at = flow.get("cancelledAt")
         tx.timed_out_at = flow.get("timedOutAt")
-        handle = _Handle(row.pk, row.version if version is None else version, owner, lease_until)
+        handle = Handle(row.pk, row.version if version is None else version, owner, lease_until)
         tx.storage_handle = handle
         if owner:
             lease_keeper.hold(handle)
@@ -438,8 +269,8 @@ class OrmStorage:
                 output=step.output,
                 compensate_input=step.compensate_input,
                 error=step.error,
-                started_at=_ms(step.started_at),
-                ended_at=_ms(step.ended_at),
+                started_at=to_ms(step.started_at),
+                ended_at=to_ms(step.ended_at),
                 operation=step.operation,
                 iteration=step.iteration,
                 total_items=step.total_items,
@@ -461,13 +292,13 @@ class OrmStorage:
         if row.state in FINISHED_STATES:
             tx.state = TransactionState(row.state)
             tx.result = row.output_payload
-            tx.ended_at = _ms(row.ended_at)
+            tx.ended_at = to_ms(row.ended_at)
             errors = (row.context or {}).get("errors") or []
             tx.errors = [StepError.from_dict(e) for e in errors]
         return tx
 
     def record_attempt(self, tx: Transaction, record: AttemptRecord) -> None:
-        handle: _Handle = tx.storage_handle
+        handle: Handle = tx.storage_handle
         redact = self._redactor()
         sensitive = tx.definition.nodes[record.step_index].options.sensitive
         values = {
@@ -482,8 +313,8 @@ class OrmStorage:
             ),
             "error": record.error,
             "status": record.status,
-            "started_at": _dt(record.started_at),
-            "ended_at": _dt(record.ended_at),
+            "started_at": to_datetime(record.started_at),
+            "ended_at": to_datetime(record.ended_at),
             "duration_ms": (
                 None
                 if record.started_at is None or record.ended_at is None
@@ -517,7 +348,7 @@ class OrmStorage:
                 handle.buffer.append(StepExecution(**values))
             else:
                 try:
-                    self._insert_checkpoint(values)
+                    insert_checkpoint(values)
                 except IntegrityError:
                     raise StaleTransactionError(
                         f"Step {record.step_path} attempt {record.attempt} was already recorded "
@@ -554,7 +385,7 @@ class OrmStorage:
         self._write(tx, release=False)
 
     def finish(self, tx: Transaction) -> None:
-        handle: _Handle = tx.storage_handle
+        handle: Handle = tx.storage_handle
         retention = retention_for(tx.definition.options, tx.state)
         nested = bool(tx.metadata.get("parentStepIdempotencyKey"))
         if retention is None and not nested:
@@ -578,7 +409,7 @@ class OrmStorage:
         wake_at: int | None = None,
         queued: bool = False,
     ) -> None:
-        handle: _Handle = tx.storage_handle
+        handle: Handle = tx.storage_handle
         redact = self._redactor()
         now = timezone.now()
         context = {
@@ -598,15 +429,15 @@ class OrmStorage:
             # a timer, gets one that recovery uses if the task or timer is lost.
             deadline = None
             if queued:
-                deadline = now + datetime.timedelta(seconds=self._lease_seconds())
+                deadline = now + datetime.timedelta(seconds=lease_seconds())
             elif wake_at is not None:
-                deadline = _dt(wake_at) + datetime.timedelta(seconds=self._lease_seconds())
+                deadline = to_datetime(wake_at) + datetime.timedelta(seconds=lease_seconds())
             values.update(owner="", lease_expires_at=deadline)
             handle.owner = ""
             lease_keeper.release(handle)
         else:
-            lease = self._lease_seconds()
-            handle.owner = handle.owner or self.new_owner()
+            lease = lease_seconds()
+            handle.owner = handle.owner or new_owner()
             values.update(
                 owner=handle.owner, lease_expires_at=now + datetime.timedelta(seconds=lease)
             )
@@ -615,8 +446,8 @@ class OrmStorage:
             first = next((e for e in tx.errors if e.handler_type == "invoke"), None)
             if first is None and tx.errors:
                 first = tx.errors[0]
-            started = _dt(tx.started_at)
-            ended = _dt(tx.ended_at) or now
+            started = to_datetime(tx.started_at)
+            ended = to_datetime(tx.ended_at) or now
             values.update(
                 retention_time=retention,
                 output_payload=redact(tx.result),
@@ -628,8 +459,8 @@ class OrmStorage:
                 ),
             )
         queryset = WorkflowExecution.objects.filter(pk=handle.pk, version=handle.version)
-        if final and _async_prefix():
-            updated = _update_without_flush(queryset, values)
+        if final and async_prefix():
+            updated = update_without_flush(queryset, values)
         else:
             updated = queryset.update(**values)
         if not updated:
@@ -664,11 +495,11 @@ class OrmStorage:
         payload = self._mask_payload(tx.definition, tx.payload)
         return {"payload": payload, "invoke": masked, "compensate": tx.compensate}
 
-    def _delete(self, handle: _Handle) -> None:
+    def _delete(self, handle: Handle) -> None:
         """Delete a finished execution that is not kept (its step rows first)."""
         has_steps = handle.flushed or workflows_settings.DURABILITY != "boundary"
-        if _async_prefix():
-            deleted = _delete_without_flush(handle.pk, handle.version, has_steps)
+        if async_prefix():
+            deleted = delete_without_flush(handle.pk, handle.version, has_steps)
         else:
             if has_steps:
                 StepExecution.objects.filter(execution_id=handle.pk)._raw_delete(connection.alias)
@@ -695,32 +526,30 @@ class OrmStorage:
                 loops |= Q(parent_step_idempotency_key__startswith=f"{prefix}{node.action}-")
         if not keys and not loops:
             return
-        children = WorkflowExecution.objects.filter(
-            Q(parent_step_idempotency_key__in=keys) | loops,
-            retention_time__isnull=True,
-            state__in=FINISHED_STATES,
+        children = WorkflowExecution.objects.finished().filter(
+            Q(parent_step_idempotency_key__in=keys) | loops, retention_time__isnull=True
         )
         StepExecution.objects.filter(execution__in=children.values("pk")).delete()
         children.delete()
 
     def _flush(self, tx: Transaction) -> None:
-        handle: _Handle = tx.storage_handle
+        handle: Handle = tx.storage_handle
         if handle.buffer:
             rows, handle.buffer = handle.buffer, []
             handle.flushed = True
             fields = [f for f in StepExecution._meta.concrete_fields if not f.primary_key]
             try:
                 # One multi-row INSERT, without the transaction bulk_create() opens.
-                self._atomic_if_nested(lambda: StepExecution.objects._insert(rows, fields=fields))
+                atomic_if_nested(lambda: StepExecution.objects._insert(rows, fields=fields))
             except IntegrityError:
                 raise StaleTransactionError(
                     f"Steps of execution {handle.pk} were already recorded by another executor."
                 ) from None
 
     def _renew_lease(self, tx: Transaction) -> None:
-        handle: _Handle = tx.storage_handle
+        handle: Handle = tx.storage_handle
         now = timezone.now()
-        lease = self._lease_seconds()
+        lease = lease_seconds()
         if handle.lease_until - now.timestamp() > lease / 2:
             return
         until = now + datetime.timedelta(seconds=lease)
@@ -728,41 +557,3 @@ class OrmStorage:
             lease_expires_at=until
         )
         handle.lease_until = until.timestamp()
-
-    @staticmethod
-    def _insert_checkpoint(values: dict[str, Any]) -> None:
-        """Insert a step row: the checkpoint of one finished attempt.
-
-        On PostgreSQL this is one precompiled statement (it runs once per step, so it
-        skips the ORM's query compilation). In autocommit with ``STEP_COMMIT =
-        "async"``, a ``SET LOCAL synchronous_commit TO OFF`` travels with it in one
-        implicit transaction: one round trip whose commit does not wait for the WAL
-        flush. Inside the caller's own transaction the caller's commit decides.
-        """
-        if connection.vendor != "postgresql":
-            row = StepExecution(**values)
-            OrmStorage._atomic_if_nested(lambda: row.save(force_insert=True))
-            return
-        params = [values[name] for name in _STEP_COLUMNS]
-        for i in _STEP_JSON_POSITIONS:
-            value = params[i]
-            params[i] = None if value is None else serialization.dumps(value)
-        sql = _step_insert_sql()
-        if connection.in_atomic_block:
-            with transaction.atomic(), connection.cursor() as cursor:
-                cursor.execute(sql, params)
-            return
-        with connection.cursor() as cursor:
-            cursor.execute(_async_prefix() + sql, params)
-
-    @staticmethod
-    def _atomic_if_nested(action: Any) -> Any:
-        """Run ``action`` in a savepoint only inside an outer transaction (where a failed
-        statement would otherwise break it); in autocommit it costs no extra statement."""
-        if connection.in_atomic_block:
-            with transaction.atomic():
-                return action()
-        return action()
-
-
-lease_keeper = LeaseKeeper()
