@@ -138,83 +138,145 @@ NODE_MIN_W = 150
 NODE_MAX_W = 280
 CHAR_W = 7.5
 NODE_H = 46
-GAP_X = 56
+GAP_X = 48
 GAP_Y = 18
+BAND_GAP = 34
 PAD = 16
+ARROW = 7
+LANE = 12
+
+#: Widths the graph is laid out for: the detail column of the admin at 1440 px (about
+#: 1,000 px with the navigation sidebar open) and at 800 px (about 700 px). The page
+#: shows the one that fits its container (a CSS container query); a drawing wider than
+#: its container is scaled down, never cut.
+GRAPH_WIDTHS: tuple[tuple[str, int], ...] = (("wide", 1000), ("narrow", 680))
 
 
 def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
-def step_graph_svg(nodes: Sequence[Node], *, title: str = "Step graph") -> str:
-    """An SVG of the nodes in columns by depth, with arrows from each node to its ``next``.
+@dataclass
+class Layout:
+    """Where each node of a step graph sits, and the size of the drawing."""
 
-    Nodes with an ``href`` are wrapped in ``<a>`` links. Returns ``""`` for no nodes.
+    node_w: int
+    width: int
+    height: int
+    position: dict[str, tuple[int, int]]
+    band: dict[str, int]
+    rightward: list[bool]
+
+
+def layout(nodes: Sequence[Node], max_width: int) -> Layout:
+    """Layers (steps of equal depth, stacked) left to right, wrapped into bands.
+
+    As many layers as fit in ``max_width`` form a band; bands run alternately left to
+    right and right to left (a snake), so that the last layer of a band sits above the
+    first of the next one and every arrow stays short.
     """
-    if not nodes:
-        return ""
     depths = sorted({n.depth for n in nodes})
-    column_of = {d: i for i, d in enumerate(depths)}
-    columns: dict[int, list[Node]] = {}
+    layers: list[list[Node]] = [[] for _ in depths]
+    index_of = {d: i for i, d in enumerate(depths)}
     for node in nodes:
-        columns.setdefault(column_of[node.depth], []).append(node)
-    rows = max(len(c) for c in columns.values())
+        layers[index_of[node.depth]].append(node)
     longest = max(len(n.label) for n in nodes)
     node_w = int(min(max(38 + longest * CHAR_W, NODE_MIN_W), NODE_MAX_W))
-    max_label = longest if node_w < NODE_MAX_W else int((node_w - 38) / CHAR_W)
-    width = PAD * 2 + len(depths) * node_w + (len(depths) - 1) * GAP_X
-    height = PAD * 2 + rows * NODE_H + (rows - 1) * GAP_Y
+    per_band = max(1, (max_width - 2 * PAD + GAP_X) // (node_w + GAP_X))
+    per_band = min(per_band, len(layers))
+    width = PAD * 2 + per_band * node_w + (per_band - 1) * GAP_X
     position: dict[str, tuple[int, int]] = {}
-    for col, members in columns.items():
-        # Centre shorter columns vertically.
-        offset = (rows - len(members)) * (NODE_H + GAP_Y) // 2
-        for row, node in enumerate(members):
-            position[node.id] = (
-                PAD + col * (node_w + GAP_X),
-                PAD + offset + row * (NODE_H + GAP_Y),
-            )
+    band_of: dict[str, int] = {}
+    rightward: list[bool] = []
+    top = PAD
+    for band_no, first in enumerate(range(0, len(layers), per_band)):
+        members = layers[first : first + per_band]
+        forward = band_no % 2 == 0
+        rightward.append(forward)
+        rows = max(len(layer) for layer in members)
+        band_h = rows * NODE_H + (rows - 1) * GAP_Y
+        for j, layer in enumerate(members):
+            column = j if forward else per_band - 1 - j
+            offset = (rows - len(layer)) * (NODE_H + GAP_Y) // 2
+            for row, node in enumerate(layer):
+                position[node.id] = (
+                    PAD + column * (node_w + GAP_X),
+                    top + offset + row * (NODE_H + GAP_Y),
+                )
+                band_of[node.id] = band_no
+        top += band_h + BAND_GAP
+    height = top - BAND_GAP + PAD
+    return Layout(node_w, width, height, position, band_of, rightward)
 
+
+def _edge(plan: Layout, source: str, target: str) -> str:
+    """A curve from ``source`` to ``target`` with an arrowhead drawn as a triangle.
+
+    Within a band the curve joins the facing sides. Across bands the line leaves the
+    source on its outer side, runs down a lane beside it (not through the steps stacked
+    below it) and enters the top of the target.
+    """
+    (x1, y1), (x2, y2) = plan.position[source], plan.position[target]
+    w, h = plan.node_w, NODE_H
+    if plan.band[source] == plan.band[target]:
+        forward = x2 >= x1
+        sx, sy = (x1 + w, y1 + h // 2) if forward else (x1, y1 + h // 2)
+        ex, ey = (x2 - 2, y2 + h // 2) if forward else (x2 + w + 2, y2 + h // 2)
+        mid = (sx + ex) // 2
+        curve = f"M {sx} {sy} C {mid} {sy}, {mid} {ey}, {ex} {ey}"
+        back = -ARROW if forward else ARROW
+        head = f"{ex},{ey} {ex + back},{ey - ARROW // 2 - 1} {ex + back},{ey + ARROW // 2 + 1}"
+    else:
+        outward = plan.rightward[plan.band[source]]
+        sx, sy = (x1 + w, y1 + h // 2) if outward else (x1, y1 + h // 2)
+        lane = sx + LANE if outward else sx - LANE
+        ex, ey = x2 + w // 2, y2 - 2
+        curve = f"M {sx} {sy} H {lane} V {ey - LANE} H {ex} V {ey}"
+        head = f"{ex},{ey} {ex - ARROW // 2 - 1},{ey - ARROW} {ex + ARROW // 2 + 1},{ey - ARROW}"
+    return (
+        f'<g class="wf-edge-group"><path class="wf-edge" d="{curve}" fill="none" '
+        f'stroke="#94a3b8" stroke-width="1.5"/>'
+        f'<polygon class="wf-arrowhead" points="{head}" fill="#94a3b8"/></g>'
+    )
+
+
+def _graph_svg(nodes: Sequence[Node], plan: Layout, title: str, name: str | None) -> str:
+    max_label = max(len(n.label) for n in nodes)
+    if plan.node_w >= NODE_MAX_W:
+        max_label = int((plan.node_w - 38) / CHAR_W)
+    layout_attr = f' data-layout="{name}"' if name else ""
     out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="wf-graph" role="img" '
-        f'width="{width}" height="{height}" viewBox="0 0 {width} {height}">',
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="wf-graph" role="img"{layout_attr} '
+        f'data-nodes="{len(nodes)}" width="{plan.width}" height="{plan.height}" '
+        f'viewBox="0 0 {plan.width} {plan.height}" '
+        f'style="max-width: min(100%, {plan.width}px)">',
         f"<title>{escape(title)}</title>",
-        '<defs><marker id="wf-arrow" viewBox="0 0 10 10" refX="9" refY="5" '
-        'markerWidth="7" markerHeight="7" orient="auto-start-reverse">'
-        '<path d="M 0 0 L 10 5 L 0 10 z" fill="#94a3b8"/></marker></defs>',
     ]
     for node in nodes:
-        x1, y1 = position[node.id]
         for target in node.next:
-            if target not in position:
-                continue
-            x2, y2 = position[target]
-            sx, sy = x1 + node_w, y1 + NODE_H // 2
-            ex, ey = x2 - 2, y2 + NODE_H // 2
-            mid = (sx + ex) // 2
-            out.append(
-                f'<path class="wf-edge" d="M {sx} {sy} C {mid} {sy}, {mid} {ey}, {ex} {ey}" '
-                'fill="none" stroke="#94a3b8" stroke-width="1.5" marker-end="url(#wf-arrow)"/>'
-            )
+            if target in plan.position:
+                out.append(_edge(plan, node.id, target))
     for node in nodes:
-        x, y = position[node.id]
+        x, y = plan.position[node.id]
         colour = step_colour(node.state)
         fill, stroke = PALETTE[colour]
         group = [
-            f'<g class="wf-node wf-state-{escape(node.state)}" data-step="{escape(node.id)}" '
-            f'data-state="{escape(node.state)}" data-colour="{colour}">',
+            f'<g class="wf-node wf-state-{escape(node.state)} wf-c-{colour}" '
+            f'data-step="{escape(node.id)}" data-state="{escape(node.state)}" '
+            f'data-colour="{colour}">',
             f"<title>{escape(node.title or node.label)}</title>",
-            f'<rect x="{x}" y="{y}" width="{node_w}" height="{NODE_H}" rx="8" '
-            f'fill="{fill}" stroke="{stroke}" stroke-width="1.5"/>',
-            f'<rect x="{x + 10}" y="{y + (12 if node.state_label else 18)}" width="10" '
-            f'height="10" rx="2" fill="{stroke}"/>',
-            f'<text x="{x + 28}" y="{y + (21 if node.state_label else 27)}" font-size="13" '
-            f'font-weight="600" fill="#111827">{escape(_clip(node.label, max_label))}</text>',
+            f'<rect class="wf-box" x="{x}" y="{y}" width="{plan.node_w}" height="{NODE_H}" '
+            f'rx="8" fill="{fill}" stroke="{stroke}" stroke-width="1.5"/>',
+            f'<rect class="wf-mark" x="{x + 10}" y="{y + (12 if node.state_label else 18)}" '
+            f'width="10" height="10" rx="2" fill="{stroke}"/>',
+            f'<text class="wf-label" x="{x + 28}" y="{y + (21 if node.state_label else 27)}" '
+            f'font-size="13" font-weight="600" fill="#111827">'
+            f"{escape(_clip(node.label, max_label))}</text>",
         ]
         if node.state_label:
             group.append(
-                f'<text x="{x + 28}" y="{y + 37}" font-size="11" fill="{stroke}">'
-                f"{escape(node.state_label)}</text>"
+                f'<text class="wf-state-text" x="{x + 28}" y="{y + 37}" font-size="11" '
+                f'fill="{stroke}">{escape(node.state_label)}</text>'
             )
         group.append("</g>")
         body = "".join(group)
@@ -223,6 +285,22 @@ def step_graph_svg(nodes: Sequence[Node], *, title: str = "Step graph") -> str:
         out.append(body)
     out.append("</svg>")
     return "\n".join(out)
+
+
+def step_graph_svg(nodes: Sequence[Node], *, title: str = "Step graph") -> str:
+    """The step graph as SVG: one drawing per width of :data:`GRAPH_WIDTHS` that differs.
+
+    A graph whose layers all fit in the narrowest width is a single ``<svg>``; a longer
+    one gives a ``wide`` and a ``narrow`` drawing (``data-layout``) and the page's CSS
+    shows the one that fits. Nodes with an ``href`` are wrapped in ``<a>`` links, arrows
+    go from each node to its ``next``. Returns ``""`` for no nodes.
+    """
+    if not nodes:
+        return ""
+    plans = [(name, layout(nodes, width)) for name, width in GRAPH_WIDTHS]
+    if all(plan.width == plans[0][1].width for _name, plan in plans):
+        return _graph_svg(nodes, plans[0][1], title, None)
+    return "\n".join(_graph_svg(nodes, plan, title, name) for name, plan in plans)
 
 
 # Gantt chart
@@ -314,13 +392,14 @@ def gantt_svg(bars: Sequence[Bar], now: datetime | None = None, *, title: str = 
         )
         lx += 110
     out.append(
-        f'<rect x="{lx}" y="6" width="14" height="10" rx="2" fill="#ffffff" '
+        f'<rect class="wf-legend-box" x="{lx}" y="6" width="14" height="10" rx="2" fill="#ffffff" '
         f'stroke="{FAILED_STROKE}" stroke-width="2"/>'
         f'<text x="{lx + 20}" y="15" font-size="11" fill="#374151">Failed attempt</text>'
     )
     lx += 120
     out.append(
-        f'<rect x="{lx}" y="6" width="14" height="10" rx="2" fill="#ffffff" stroke="#6b7280" '
+        f'<rect class="wf-legend-box" x="{lx}" y="6" width="14" height="10" rx="2" fill="#ffffff" '
+        f'stroke="#6b7280" '
         f'stroke-dasharray="3 2"/>'
         f'<text x="{lx + 20}" y="15" font-size="11" fill="#374151">Running / waiting</text>'
     )

@@ -53,12 +53,18 @@ def step_id_of(path: str, step: Mapping[str, Any]) -> str:
     return str(definition.get("action") or path.rsplit(".", 1)[-1])
 
 
+def has_compensation(step: Mapping[str, Any]) -> bool:
+    """Whether a step of a flow has a compensation handler (``noCompensation`` unset)."""
+    return not _mapping(step.get("definition")).get("noCompensation")
+
+
 def display_state(step: Mapping[str, Any]) -> str:
     """The one state shown for a step of a flow.
 
     A failed or timed-out invoke wins (it is what went wrong); otherwise a step whose
-    compensation started shows the compensation's state; a step waiting for an async
-    response shows ``waiting``; else the invoke state.
+    compensation started shows the compensation's state, unless the step has no
+    compensation (nothing was undone, so it is not "Reverted"); a step waiting for an
+    async response shows ``waiting``; else the invoke state.
     """
     invoke = _mapping(step.get("invoke"))
     compensate = _mapping(step.get("compensate"))
@@ -66,7 +72,7 @@ def display_state(step: Mapping[str, Any]) -> str:
     comp_state = str(compensate.get("state") or "dormant")
     if invoke_state in ("failed", "timeout"):
         return invoke_state
-    if comp_state not in ("dormant", "not_started"):
+    if comp_state not in ("dormant", "not_started") and has_compensation(step):
         if comp_state == "compensating" and compensate.get("status") == WAITING_RESPONSE:
             return "waiting"
         return comp_state

@@ -175,3 +175,98 @@ def test_run_a_workflow_from_the_definitions_page(page, live_server):
     )
     assert page.locator(".wf-heading .wf-badge").inner_text().strip() == "Done"
     assert "from-the-browser" in page.locator("#payload").inner_text()
+
+
+# Graph layout: every graph fits its box at 1440 and 800 px, for the demo's workflows
+# and a generated 30-step chain.
+
+FIT_SCRIPT = """() => Array.from(document.querySelectorAll('.wf-canvas'))
+  .filter((canvas) => canvas.querySelector('svg.wf-graph'))
+  .map((canvas) => {
+    const shown = Array.from(canvas.querySelectorAll('svg.wf-graph'))
+      .filter((svg) => getComputedStyle(svg).display !== 'none');
+    const box = canvas.getBoundingClientRect();
+    return shown.map((svg) => {
+      const r = svg.getBoundingClientRect();
+      return {
+        title: svg.querySelector('title').textContent,
+        layout: svg.getAttribute('data-layout') || 'single',
+        overflow: canvas.scrollWidth - canvas.clientWidth,
+        left: r.left - box.left,
+        right: box.right - r.right,
+        scale: r.width / svg.width.baseVal.value,
+        nodes: svg.querySelectorAll('g.wf-node').length,
+        visibleHeight: r.height,
+      };
+    });
+  })"""
+
+
+# The innermost elements that reach past the right edge of the page (diagnostics).
+WIDER_THAN_PAGE = """() => Array.from(document.querySelectorAll('body *'))
+  .filter((el) => el.getBoundingClientRect().right > document.documentElement.clientWidth + 0.5)
+  .filter((el) => !Array.from(el.children).some(
+    (c) => c.getBoundingClientRect().right > document.documentElement.clientWidth + 0.5))
+  .map((el) => `${el.tagName}.${el.className} ${Math.round(el.getBoundingClientRect().right)}`)"""
+
+
+def graph_boxes(page) -> list[list[dict]]:
+    return page.evaluate(FIT_SCRIPT)
+
+
+def assert_graphs_fit(page, expected: set[str]) -> dict[str, dict]:
+    """Exactly one drawing per graph is shown, inside its box; returns them by title."""
+    seen: dict[str, dict] = {}
+    for shown in graph_boxes(page):
+        assert len(shown) == 1, shown
+        box = shown[0]
+        assert box["overflow"] <= 0, box
+        assert box["left"] >= -0.5 and box["right"] >= -0.5, box
+        seen[box["title"]] = box
+    assert expected <= set(seen), (expected, set(seen))
+    overflow = page.evaluate(
+        "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    assert overflow <= 0, "\n".join(page.evaluate(WIDER_THAN_PAGE))
+    return seen
+
+
+DEMO_WORKFLOWS = {"create-order", "accept-quote", "notify-users", "hello-workflow"}
+
+
+@pytest.mark.parametrize("width", [1440, 800])
+def test_graphs_fit_the_definitions_page(page, live_server, width):
+    page.set_viewport_size({"width": width, "height": 900})
+    page.goto(live_server.url + reverse("admin:workflows_app_workflowdefinitionentry_changelist"))
+    page.wait_for_selector("svg.wf-graph", state="attached")
+    seen = assert_graphs_fit(page, DEMO_WORKFLOWS | {wf.LONG})
+    long = seen[wf.LONG]
+    assert long["nodes"] == wf.LONG_STEPS
+    assert long["layout"] == ("wide" if width == 1440 else "narrow")
+    # Readable: the 30 steps are drawn at (nearly) their natural size.
+    assert long["scale"] >= 0.9, long
+    assert seen["create-order"]["scale"] >= 0.9
+    page.locator(f"#workflow-{wf.LONG}").scroll_into_view_if_needed()
+    shot(page, f"definitions-long-{width}.png", full_page=False)
+
+
+@pytest.mark.parametrize("width", [1440, 800])
+def test_graphs_fit_the_detail_pages(page, live_server, width):
+    from django.core.management import call_command
+
+    call_command("run_examples", stdout=open(os.devnull, "w"))  # noqa: SIM115
+    long = run_stored(wf.LONG, {"ref": "long"})
+    page.set_viewport_size({"width": width, "height": 900})
+    executions = {e.workflow_id: e for e in WorkflowExecution.objects.all()}
+    assert DEMO_WORKFLOWS - {"hello-workflow"} <= set(executions)
+    for name, execution in executions.items():
+        page.goto(
+            live_server.url
+            + reverse("admin:workflows_app_workflowexecution_change", args=[execution.pk])
+        )
+        page.wait_for_selector("svg.wf-graph", state="attached")
+        box = assert_graphs_fit(page, {name})[name]
+        assert box["scale"] >= 0.9, box
+        if name in ("create-order", wf.LONG):
+            shot(page, f"detail-{name}-{width}.png", full_page=False)
+    assert long.state == "done"

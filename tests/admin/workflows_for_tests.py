@@ -89,3 +89,23 @@ create_workflow(REVERTED, _reverted, **KEEP)
 create_workflow(FAILED, _failed, **KEEP)
 create_workflow(WAITING, _waiting, **KEEP)
 create_workflow(IN_MEMORY, _in_memory)
+
+
+# A generated chain of 30 steps: the graph must still fit the page.
+LONG = "admin-tests-thirty-steps"
+LONG_STEPS = 30
+
+_long_steps = [
+    create_step(f"admin-tests-long-{i:02d}", lambda value, ctx: StepResponse(value))
+    for i in range(1, LONG_STEPS + 1)
+]
+
+
+def _long(input):
+    value = input
+    for step in _long_steps:
+        value = step(value)
+    return value
+
+
+create_workflow(LONG, _long, **KEEP)
