@@ -1,11 +1,7 @@
 """Fixtures and markers shared by the whole test suite."""
 
-from pathlib import Path
-
 import pytest
 from django.db import connection
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def database_is_postgres() -> bool:
@@ -26,6 +22,18 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("postgres"):
             item.add_marker(skip)
+
+
+@pytest.fixture
+def django_q_backend(settings):
+    """Runs started by this test process are queued for django-q2 workers; yields the
+    django-q2 scheduler now in use."""
+    from workflows_app.background import DjangoQScheduler
+    from workflows_app.orchestration import runtime
+
+    settings.WORKFLOWS = {**settings.WORKFLOWS, "BACKGROUND": "django_q"}
+    assert isinstance(runtime.scheduler, DjangoQScheduler)
+    yield runtime.scheduler
 
 
 @pytest.fixture(autouse=True)

@@ -47,13 +47,6 @@ def odd_interval(input):
     return first_step(input)
 
 
-@pytest.fixture
-def django_q_backend(settings):
-    settings.WORKFLOWS = {**settings.WORKFLOWS, "BACKGROUND": "django_q"}
-    assert isinstance(runtime.scheduler, DjangoQScheduler)
-    yield runtime.scheduler
-
-
 @pytest.fixture(autouse=True)
 def _clear_ran():
     ran.clear()

@@ -7,7 +7,6 @@ import json
 import subprocess
 import sys
 from datetime import timedelta
-from uuid import uuid4
 
 import pytest
 from django.core.management import call_command
@@ -19,16 +18,12 @@ from workflows_app.management.commands import workflows as command_module
 from workflows_app.models import WorkflowExecution
 from workflows_app.sdk import StepResponse, create_hook, create_step, create_workflow
 
-from .conftest import REPO_ROOT
-
-
-def uname(prefix: str = "cmd") -> str:
-    return f"{prefix}-{uuid4().hex[:10]}"
+from .support import REPO_ROOT, uname
 
 
 def define(*, fail: bool = False, store: bool = False, retention: int | None = None) -> str:
     """A registered two-step workflow ``n -> n + 1 -> n + 2``; the second step may fail."""
-    name = uname()
+    name = uname("cmd")
 
     def add(n, ctx):
         return StepResponse(n + 1, n)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from django.contrib.auth.hashers import check_password
 
-from .conftest import REPO_ROOT
+from .support import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
+from tests.support import REPO_ROOT
 from workflows_app.sdk import CompositionError, create_workflow
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 FENCE = re.compile(r"^(\s*)```(\w*)\s*$")
 WORKFLOW_NAME = re.compile(r'create_workflow\(\s*"([^"]+)"')
 

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-from uuid import uuid4
-
 import pytest
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from tests.support import uname as uname
 from workflows_app.engine import workflow_engine
 from workflows_app.sdk import StepResponse, create_step, create_workflow
-
-
-def uname(prefix: str = "api") -> str:
-    """A registry-unique name (workflow and step names are global)."""
-    return f"{prefix}-{uuid4().hex[:10]}"
 
 
 def chain_workflow(**options) -> str:

@@ -12,36 +12,18 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote
 
 import pytest
-from django.db import connection
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-PYTHON = REPO_ROOT / ".venv" / "bin" / "python"
-if not PYTHON.exists():
-    PYTHON = Path(sys.executable)
+from tests.support import PYTHON, REPO_ROOT, database_url
 
 READY_LINE = "running."
 START_SECONDS = 60.0
 STOP_SECONDS = 15.0
 POLL_SECONDS = 0.05
-
-
-def database_url() -> str:
-    """``postgres://...`` of the database this test process uses (the test database)."""
-    settings = connection.settings_dict
-    user = quote(settings.get("USER") or "")
-    password = settings.get("PASSWORD") or ""
-    auth = f"{user}:{quote(password)}@" if password else (f"{user}@" if user else "")
-    host = settings.get("HOST") or "127.0.0.1"
-    port = f":{settings['PORT']}" if settings.get("PORT") else ""
-    return f"postgres://{auth}{host}{port}/{quote(settings['NAME'])}"
 
 
 class Cluster:
@@ -140,12 +122,6 @@ def qcluster(transactional_db, tmp_path: Path) -> Iterator[Callable[..., Cluster
     for cluster in clusters:
         print(f"----- {cluster.name} (exit {cluster.process.returncode}) -----")
         print(cluster.log()[-20000:])
-
-
-@pytest.fixture
-def django_q_backend(settings: Any) -> None:
-    """Runs started by this test process are queued for django-q2 workers."""
-    settings.WORKFLOWS = {**settings.WORKFLOWS, "BACKGROUND": "django_q"}
 
 
 @pytest.fixture

@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import threading
 import time
-from uuid import uuid4
 
+from tests.support import uname as uname
 from workflows_app.sdk import StepResponse, create_step
-
-
-def uname(prefix: str = "wf") -> str:
-    """A registry-unique name: workflow names are global."""
-    return f"{prefix}-{uuid4().hex[:8]}"
 
 
 def flow_steps(transaction) -> dict[str, dict]:

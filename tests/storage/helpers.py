@@ -5,15 +5,10 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter
-from uuid import uuid4
 
+from tests.support import uname as uname
 from workflows_app.models import StepExecution, WorkflowExecution
 from workflows_app.sdk import StepResponse, create_step, create_workflow
-
-
-def uname(prefix: str = "st") -> str:
-    """A registry-unique name (workflow and step names are global)."""
-    return f"{prefix}-{uuid4().hex[:10]}"
 
 
 class Calls:

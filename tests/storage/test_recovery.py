@@ -5,27 +5,20 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
+from tests.support import PYTHON, REPO_ROOT, database_url
 from workflows_app.engine import workflow_engine
 from workflows_app.models import WorkflowExecution
 from workflows_app.sdk import StepResponse, create_step, create_workflow
 
 from . import crash_workflow
 from .helpers import rows, step_rows, uname
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-PYTHON = REPO_ROOT / ".venv" / "bin" / "python"
-if not PYTHON.exists():
-    PYTHON = Path(sys.executable)
 
 
 class SimulatedCrash(BaseException):
@@ -113,16 +106,6 @@ def test_run_of_an_abandoned_execution_with_a_live_lease_is_refused():
     assert side_effects == [1, 2, 3]
 
 
-def _database_url() -> str:
-    settings = connection.settings_dict
-    user = quote(settings.get("USER") or "")
-    password = settings.get("PASSWORD") or ""
-    auth = f"{user}:{quote(password)}@" if password else (f"{user}@" if user else "")
-    host = settings.get("HOST") or "127.0.0.1"
-    port = f":{settings['PORT']}" if settings.get("PORT") else ""
-    return f"postgres://{auth}{host}{port}/{quote(settings['NAME'])}"
-
-
 def _wait_for(path: Path, process: subprocess.Popen, seconds: float = 60) -> None:
     deadline = time.monotonic() + seconds
     while not path.exists():
@@ -146,7 +129,7 @@ def test_kill_9_mid_step_then_recover_runs_each_completed_step_once(tmp_path, mo
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "project.settings",
-        "DATABASE_URL": _database_url(),
+        "DATABASE_URL": database_url(),
         "PYTHONPATH": str(REPO_ROOT),
         "WORKFLOWS_BACKGROUND": "immediate",
     }
