@@ -1,12 +1,9 @@
-"""URLs of the demo/host project."""
+"""URLs of the demo/host project: the admin, and the app's API with its schema and docs."""
 
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/", include("workflows_app.api.urls")),
 ]

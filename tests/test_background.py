@@ -3,6 +3,7 @@ the hand-over of a run to a worker, recovery of runs whose process died, and the
 ``workflows setup`` command. The worker side is in tests/background (real qcluster)."""
 
 import datetime
+import io
 import socket
 import subprocess
 import sys
@@ -187,6 +188,36 @@ def test_recovery_takes_over_a_run_whose_process_is_gone(django_q_backend):
     assert workflow_engine.recover() == 1
 
     assert WorkflowExecution.objects.get(transaction_id=tx_id).state == "done"
+    assert ran == ["bgq-first", "bgq-background"]
+
+
+def test_the_recover_command_hands_runs_to_the_workers(django_q_backend):
+    res = workflow_engine.run("bgq-flow", input=3)
+    tx_id = res.transaction.transaction_id
+    OrmQ.objects.all().delete()  # the hand-over's task was lost
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    WorkflowExecution.objects.filter(transaction_id=tx_id).update(
+        owner=f"{socket.gethostname()}:{dead.pid}:abc",
+        lease_expires_at=timezone.now() + datetime.timedelta(minutes=10),
+    )
+
+    call_command("workflows", "recover", stdout=(out := io.StringIO()))
+
+    assert out.getvalue() == "Handed 1 workflow executions to the workers.\n"
+    # Nothing ran in the command: the run is queued, unowned, with a lease deadline
+    # so that a lost task is recovered again.
+    assert ran == ["bgq-first"]
+    execution = WorkflowExecution.objects.get(transaction_id=tx_id)
+    assert (execution.state, execution.owner) == ("invoking", "")
+    assert execution.lease_expires_at > timezone.now()
+    [task] = [task.task for task in OrmQ.objects.all()]
+    assert (task["func"], task["args"]) == ("workflows_app.tasks.resume", ("bgq-flow", tx_id))
+
+    # What the worker then does.
+    from workflows_app.tasks import resume
+
+    assert resume(*task["args"]) == "done"
     assert ran == ["bgq-first", "bgq-background"]
 
 

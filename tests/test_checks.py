@@ -2,11 +2,20 @@
 
 import pytest
 from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 from rest_framework.permissions import IsAdminUser
 
-from workflows_app.checks import check_q_cluster, check_workflows_settings
+from workflows_app import checks as checks_module
+from workflows_app.background import DjangoQScheduler
+from workflows_app.checks import (
+    check_django_q_setup,
+    check_extras,
+    check_q_cluster,
+    check_workflows_settings,
+)
 from workflows_app.conf import DEFAULTS
+from workflows_app.sdk import create_workflow
 
 GOOD_Q_CLUSTER = {"name": "t", "orm": "default", "timeout": 300, "retry": 420}
 REDIS_Q_CLUSTER = {"name": "t", "redis": "redis://localhost:6379/0", "timeout": 300, "retry": 420}
@@ -153,11 +162,71 @@ def test_w001_silent_without_q_cluster_when_background_is_immediate(settings):
     assert check_q_cluster() == []
 
 
-def test_w001_uses_django_q_defaults_when_q_cluster_is_missing(settings):
+def test_a_missing_q_cluster_is_e004_only(settings):
     settings.WORKFLOWS = {"BACKGROUND": "django_q"}
     del settings.Q_CLUSTER
-    # No timeout and no broker: both the retry/timeout and the Redis warnings apply.
-    assert ids(check_q_cluster()) == ["workflows_app.W001", "workflows_app.W002"]
+    assert check_q_cluster() == []
+    [error] = check_django_q_setup()
+    assert (error.id, error.level) == ("workflows_app.E004", checks.ERROR)
+    assert "Q_CLUSTER is not set" in error.msg
+    assert 'Q_CLUSTER = {"name": "workflows", "orm": "default"' in error.hint
+
+
+def test_e003_when_django_q_is_not_installed(settings):
+    settings.WORKFLOWS = {"BACKGROUND": "django_q"}
+    settings.INSTALLED_APPS = [app for app in settings.INSTALLED_APPS if app != "django_q"]
+    messages = checks.run_checks(tags=["workflows_app"])
+    [error] = [m for m in messages if m.level >= checks.ERROR]
+    assert error.id == "workflows_app.E003"
+    assert "'django_q' is not in INSTALLED_APPS" in error.msg
+    assert error.hint.startswith("Add 'django_q' to INSTALLED_APPS and run migrate")
+
+
+def test_without_django_q_a_run_fails_loudly_instead_of_pushing_to_redis(settings):
+    settings.WORKFLOWS = {"BACKGROUND": "django_q"}
+    settings.INSTALLED_APPS = [app for app in settings.INSTALLED_APPS if app != "django_q"]
+    with pytest.raises(ImproperlyConfigured, match="'django_q' is not in INSTALLED_APPS"):
+        DjangoQScheduler().enqueue_task("workflows_app.tasks.recover")
+
+
+def test_checks_of_django_q_are_silent_with_the_immediate_backend(settings):
+    settings.WORKFLOWS = {"BACKGROUND": "immediate"}
+    settings.INSTALLED_APPS = [app for app in settings.INSTALLED_APPS if app != "django_q"]
+    del settings.Q_CLUSTER
+    assert check_django_q_setup() == []
+
+
+def test_w001_without_timeout_does_not_compare_with_none():
+    with override_settings(WORKFLOWS={"BACKGROUND": "django_q"}, Q_CLUSTER={"orm": "default"}):
+        [warning] = check_q_cluster()
+    assert warning.id == "workflows_app.W001"
+    assert warning.msg == (
+        "Q_CLUSTER sets no 'timeout' (a task may run for ever), while 'retry' re-delivers "
+        "a task after 60 seconds."
+    )
+    assert "None" not in warning.msg
+
+
+def test_e005_names_the_missing_extra(settings, monkeypatch):
+    real_import = checks_module.importlib.import_module
+
+    def without(name, *args):
+        if name in ("croniter", "redis"):
+            raise ImportError(name)
+        return real_import(name, *args)
+
+    monkeypatch.setattr(checks_module.importlib, "import_module", without)
+    create_workflow("checks-cron", lambda input: None, schedule="0 2 * * *")
+    settings.WORKFLOWS = {"BACKGROUND": "django_q"}
+    settings.Q_CLUSTER = REDIS_Q_CLUSTER
+    messages = check_extras()
+    assert [(m.id, m.hint) for m in messages] == [
+        ("workflows_app.E005", "pip install 'workflows-app[redis]'"),
+        ("workflows_app.E005", "pip install 'workflows-app[cron]'"),
+    ]
+    assert "checks-cron" in messages[1].msg
+    settings.Q_CLUSTER = GOOD_Q_CLUSTER
+    assert [m.hint for m in check_extras()] == ["pip install 'workflows-app[cron]'"]
 
 
 @override_settings(WORKFLOWS={"BACKGROUND": "django_q"}, Q_CLUSTER=REDIS_Q_CLUSTER)

@@ -106,6 +106,7 @@ def test_run_prints_state_transaction_and_json_result():
     name = define()
     out, err = run_command("run", name, "--input", '{"n": 40}', "--transaction-id", "tx-cmd-1")
     assert "State: done" in out
+    assert "Execution: - (not stored)" in out
     assert "Transaction: tx-cmd-1" in out
     assert "Result: 42" in out
     assert err == ""
@@ -120,6 +121,7 @@ def test_run_of_a_stored_workflow_is_kept_and_listed():
     execution = workflow_engine.list_workflow_executions(filters={"workflow_id": name}).get()
     assert execution.state == "done"
     assert execution.output_payload == 3
+    assert f"Execution: {execution.pk}\n" in out
 
 
 def test_run_that_reverts_exits_non_zero_after_printing_the_state():
@@ -244,8 +246,37 @@ def test_show_prints_header_and_step_log_of_a_failed_run():
 
 @pytest.mark.django_db
 def test_show_of_an_unknown_execution():
-    with pytest.raises(CommandError, match="wf_exec_NOPE could not be found"):
+    with pytest.raises(CommandError, match=r"No workflow execution has the id .*wf_exec_NOPE"):
         run_command("show", "wf_exec_NOPE")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_show_accepts_a_transaction_id():
+    name = define(store=True, retention=3600)
+    workflow_engine.run(name, input={"n": 1}, transaction_id="tx-show-1")
+    execution = workflow_engine.list_workflow_executions(filters={"workflow_id": name}).get()
+
+    out, _ = run_command("show", "tx-show-1")
+
+    assert f"ID:           {execution.pk}" in out
+    assert "Transaction:  tx-show-1" in out
+
+
+@pytest.mark.django_db(transaction=True)
+def test_show_of_a_transaction_id_used_by_two_workflows_needs_workflow():
+    first, second = define(store=True, retention=3600), define(store=True, retention=3600)
+    transaction_id = uname("tx-shared")
+    for name in (first, second):
+        workflow_engine.run(name, input={"n": 1}, transaction_id=transaction_id)
+
+    with pytest.raises(CommandError, match=r"several workflows.*--workflow") as error:
+        run_command("show", transaction_id)
+    assert first in str(error.value) and second in str(error.value)
+
+    out, _ = run_command("show", transaction_id, "--workflow", second)
+    assert f"Workflow:     {second}" in out
+    with pytest.raises(CommandError, match=f"of workflow {first}-nope"):
+        run_command("show", transaction_id, "--workflow", f"{first}-nope")
 
 
 # cleanup
@@ -302,13 +333,15 @@ def test_cleanup_rejects_a_bad_batch_size():
 @pytest.mark.django_db(transaction=True)
 def test_recover_prints_the_count():
     out, _ = run_command("recover")
-    assert out == "Recovered 0 workflow executions.\n"
+    assert out == "Handed 0 workflow executions to the workers.\n"
 
 
-def test_recover_reports_what_the_engine_resumed(monkeypatch):
-    monkeypatch.setattr(workflow_engine, "recover", lambda: 3)
+def test_recover_asks_the_engine_to_hand_over(monkeypatch):
+    calls = []
+    monkeypatch.setattr(workflow_engine, "recover", lambda **kwargs: calls.append(kwargs) or 3)
     out, _ = run_command("recover")
-    assert out == "Recovered 3 workflow executions.\n"
+    assert out == "Handed 3 workflow executions to the workers.\n"
+    assert calls == [{"hand_over": True}]
 
 
 # JSON output of run is parseable

@@ -23,7 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.apps import apps
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
@@ -47,7 +49,13 @@ def schedule_name(key: str) -> str:
 
 def next_cron_time(expression: str, after: datetime.datetime) -> datetime.datetime:
     """The first time after ``after`` that the cron expression names."""
-    from croniter import croniter
+    try:
+        from croniter import croniter
+    except ImportError:
+        raise ImproperlyConfigured(
+            f"The cron schedule {expression!r} needs the croniter package: "
+            "pip install 'workflows-app[cron]'."
+        ) from None
 
     return croniter(expression, after).get_next(datetime.datetime)
 
@@ -67,10 +75,14 @@ class Recurrence:
         return moment + datetime.timedelta(seconds=float(self.every or 60))
 
 
+# Q_CLUSTER keys that select a broker other than Redis (django-q2's get_broker order).
+NON_REDIS_BROKER_KEYS = ("broker_class", "iron_mq", "sqs", "orm", "mongo")
+
+
 def uses_redis() -> bool:
     """Whether django-q2 uses its Redis broker (no ``orm``/other broker configured)."""
     conf = getattr(settings, "Q_CLUSTER", {}) or {}
-    return not any(conf.get(key) for key in ("broker_class", "iron_mq", "sqs", "orm", "mongo"))
+    return not any(conf.get(key) for key in NON_REDIS_BROKER_KEYS)
 
 
 class DjangoQScheduler:
@@ -87,6 +99,12 @@ class DjangoQScheduler:
         self.enqueue_task(RESUME_TASK, workflow_id, transaction_id)
 
     def enqueue_task(self, func: str, *args: Any) -> None:
+        if not apps.is_installed("django_q"):
+            # Without the app django-q2 would push to a Redis nobody configured.
+            raise ImproperlyConfigured(
+                "WORKFLOWS['BACKGROUND'] is 'django_q' but 'django_q' is not in "
+                "INSTALLED_APPS: add it and set Q_CLUSTER (manage.py check explains)."
+            )
         from django_q.tasks import async_task
 
         def send() -> None:

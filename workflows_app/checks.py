@@ -1,4 +1,4 @@
-"""System checks for the ``WORKFLOWS`` setting and the django-q2 configuration.
+"""System checks for the ``WORKFLOWS`` setting, the django-q2 configuration and extras.
 
 Registered when the app is ready (``apps.py`` imports this module). Settings are read
 through :data:`django.conf.settings` on every run, so ``override_settings`` applies.
@@ -6,16 +6,19 @@ through :data:`django.conf.settings` on every run, so ``override_settings`` appl
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
 from numbers import Real
 from typing import Any
 
+from django.apps import apps
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, register
 from django.core.checks import Warning as CheckWarning
 from django.utils.functional import Promise
 from django.utils.module_loading import import_string
 
+from .background import NON_REDIS_BROKER_KEYS, uses_redis
 from .conf import DEFAULTS
 
 TAG = "workflows_app"
@@ -23,9 +26,6 @@ TAG = "workflows_app"
 BACKGROUND_CHOICES = ("django_q", "immediate")
 DURABILITY_CHOICES = ("step", "boundary")
 STEP_COMMIT_CHOICES = ("async", "sync")
-
-# Q_CLUSTER keys that select a broker other than Redis (django-q2's get_broker order).
-NON_REDIS_BROKER_KEYS = ("broker_class", "iron_mq", "sqs", "orm", "mongo")
 
 
 def _is_int(value: Any) -> bool:
@@ -129,40 +129,131 @@ def check_workflows_settings(app_configs: Any = None, **kwargs: Any) -> list[Che
     return messages
 
 
+# The smallest Q_CLUSTER that works everywhere: django-q2's ORM broker in the default
+# database, 'retry' above 'timeout' (see W001).
+Q_CLUSTER_EXAMPLE = (
+    'Q_CLUSTER = {"name": "workflows", "orm": "default", "timeout": 300, "retry": 420}'
+)
+
+
+def _missing_module(name: str) -> bool:
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        return True
+    return False
+
+
 @register(Tags.compatibility, TAG)
-def check_q_cluster(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    """``workflows_app.W001`` (retry not above timeout) and ``W002`` (Redis broker)."""
-    q_cluster = getattr(settings, "Q_CLUSTER", None)
-    uses_django_q = _background() == "django_q"
-    if q_cluster is None and not uses_django_q:
+def check_django_q_setup(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """``workflows_app.E003`` (``django_q`` not installed) and ``E004`` (no ``Q_CLUSTER``)
+    when background work goes to django-q2: without them runs never leave ``invoking``."""
+    if _background() != "django_q":
         return []
-    if not isinstance(q_cluster, Mapping):
-        q_cluster = {}
-
+    immediate = "or, in tests only, WORKFLOWS = {'BACKGROUND': 'immediate'}"
     messages: list[CheckMessage] = []
-
-    timeout = q_cluster.get("timeout")
-    retry = q_cluster.get("retry", 60)  # django-q2's default
-    if not (_is_positive_number(timeout) and _is_positive_number(retry) and retry > timeout):
+    if not apps.is_installed("django_q"):
         messages.append(
-            CheckWarning(
-                f"Q_CLUSTER 'retry' ({retry!r}) is not greater than 'timeout' ({timeout!r}).",
-                hint=(
-                    "django-q2 hands a task to another worker once 'retry' seconds pass "
-                    "without an acknowledgement, so a workflow task still running then is "
-                    "executed twice. Set 'timeout' to the longest task duration and "
-                    "'retry' above it (plus the longest queue wait), e.g. "
-                    "{'timeout': 300, 'retry': 420}."
-                ),
-                obj="settings.Q_CLUSTER",
-                id="workflows_app.W001",
+            Error(
+                "workflows_app hands async and background steps to django-q2, but 'django_q' "
+                "is not in INSTALLED_APPS.",
+                hint=f"Add 'django_q' to INSTALLED_APPS and run migrate ({immediate}).",
+                obj="settings.INSTALLED_APPS",
+                id="workflows_app.E003",
             )
         )
+    if getattr(settings, "Q_CLUSTER", None) is None:
+        messages.append(
+            Error(
+                "workflows_app hands async and background steps to django-q2, but "
+                "settings.Q_CLUSTER is not set.",
+                hint=f"Add to your settings: {Q_CLUSTER_EXAMPLE} ({immediate}).",
+                obj="settings.Q_CLUSTER",
+                id="workflows_app.E004",
+            )
+        )
+    return messages
 
-    if uses_django_q and not any(q_cluster.get(key) for key in NON_REDIS_BROKER_KEYS):
+
+@register(Tags.compatibility, TAG)
+def check_extras(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """``workflows_app.E005``: a feature in use needs an extra that is not installed."""
+    from .sdk import list_workflows
+
+    needs: dict[str, str] = {}
+    q_cluster = getattr(settings, "Q_CLUSTER", None)
+    if (
+        _background() == "django_q"
+        and isinstance(q_cluster, Mapping)
+        and uses_redis()
+        and _missing_module("redis")
+    ):
+        needs["redis"] = "Q_CLUSTER uses django-q2's Redis broker (it sets no other broker)"
+    cron = sorted(
+        workflow.name
+        for workflow in list_workflows()
+        if _cron_expression(workflow.options.get("schedule"))
+    )
+    if cron and _missing_module("croniter"):
+        needs["cron"] = "a cron schedule is set on " + ", ".join(cron)
+    return [
+        Error(
+            f"{reason}, but the package it needs is not installed.",
+            hint=f"pip install 'workflows-app[{extra}]'",
+            obj=f"workflows-app[{extra}]",
+            id="workflows_app.E005",
+        )
+        for extra, reason in needs.items()
+    ]
+
+
+def _cron_expression(schedule: Any) -> str | None:
+    if isinstance(schedule, str):
+        return schedule
+    if isinstance(schedule, Mapping):
+        return schedule.get("cron")
+    return None
+
+
+@register(Tags.compatibility, TAG)
+def check_q_cluster(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """``workflows_app.W001`` (retry not above timeout) and ``W002`` (Redis broker), for
+    a ``Q_CLUSTER`` that is set (``E004`` reports a missing one)."""
+    q_cluster = getattr(settings, "Q_CLUSTER", None)
+    if not isinstance(q_cluster, Mapping):
+        return []
+    uses_django_q = _background() == "django_q"
+
+    messages: list[CheckMessage] = []
+    timeout = q_cluster.get("timeout")
+    retry = q_cluster.get("retry", 60)  # django-q2's default
+    why = (
+        "django-q2 hands a task to another worker once 'retry' seconds pass without an "
+        "acknowledgement, so a workflow task still running then is executed twice. Set "
+        "'timeout' to the longest task duration and 'retry' above it (plus the longest "
+        "queue wait), e.g. {'timeout': 300, 'retry': 420}."
+    )
+    problem = None
+    if not _is_positive_number(timeout):
+        problem = (
+            f"Q_CLUSTER sets no 'timeout' (a task may run for ever), while 'retry' "
+            f"re-delivers a task after {retry!r} seconds."
+        )
+    elif not _is_positive_number(retry):
+        problem = f"Q_CLUSTER 'retry' must be a positive number of seconds, not {retry!r}."
+    elif retry <= timeout:
+        problem = f"Q_CLUSTER 'retry' ({retry!r} s) is not greater than 'timeout' ({timeout!r} s)."
+    if problem is not None:
+        messages.append(
+            CheckWarning(problem, hint=why, obj="settings.Q_CLUSTER", id="workflows_app.W001")
+        )
+
+    if uses_django_q and uses_redis():
         messages.append(
             CheckWarning(
-                "Q_CLUSTER uses the Redis broker, which has no delivery receipts.",
+                "Q_CLUSTER selects django-q2's Redis broker (it sets none of "
+                + ", ".join(repr(key) for key in NON_REDIS_BROKER_KEYS)
+                + "), which has no delivery receipts.",
                 hint=(
                     "If a worker or the cluster dies, Redis loses the tasks it was "
                     "running. workflows_app's recovery sweep ('manage.py workflows "

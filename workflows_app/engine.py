@@ -12,6 +12,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from django.db.models import QuerySet
@@ -435,9 +436,15 @@ class WorkflowEngine:
             cursor_time = last
         return total
 
-    def recover(self, now: datetime.datetime | None = None, limit: int = 1000) -> int:
+    def recover(
+        self, now: datetime.datetime | None = None, limit: int = 1000, hand_over: bool = False
+    ) -> int:
         """Resume unfinished executions whose worker's lease expired, or whose worker
-        was a process of this machine that is gone; returns the count."""
+        was a process of this machine that is gone; returns the count.
+
+        With ``hand_over`` each run is queued for the background workers instead of
+        run here (``manage.py workflows recover``), keeping a lease deadline so
+        that a lost task is recovered again."""
         from .storage import OrmStorage
 
         storage = runtime.storage
@@ -462,10 +469,14 @@ class WorkflowEngine:
             tx = storage.claim(workflow.definition, row, now, dead_owner=dead.get(row.pk))
             if tx is None:
                 continue
-            tx.events = self._events(tx, None)
-            tx.in_background = True
             try:
-                orchestrator.execute(tx)
+                if hand_over:
+                    enqueue = partial(runtime.scheduler.enqueue, tx.workflow_id, tx.transaction_id)
+                    storage.save(tx, then=enqueue)
+                else:
+                    tx.events = self._events(tx, None)
+                    tx.in_background = True
+                    orchestrator.execute(tx)
             except Exception:
                 logger.exception("Recovering %s failed", row.pk)
                 continue

@@ -12,6 +12,7 @@ from typing import Any
 import django_filters
 from django.db.models import QuerySet
 from django.utils.translation import gettext_lazy as _
+from django_filters.rest_framework import DjangoFilterBackend
 
 from ..engine import workflow_engine
 from ..models import WorkflowExecution
@@ -84,3 +85,10 @@ class WorkflowExecutionFilter(django_filters.FilterSet):
     def search(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
         """Applied by :meth:`filter_queryset` through the engine (kept for the schema)."""
         return queryset
+
+
+class ExecutionFilterBackend(DjangoFilterBackend):
+    """django-filter's backend with the browsable API's filter form rendered from this
+    app's template, so ``django_filters`` need not be in ``INSTALLED_APPS``."""
+
+    template = "workflows_app/api/filter_form.html"

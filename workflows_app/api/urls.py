@@ -1,7 +1,14 @@
-"""URLs of the API; a host mounts them with ``include("workflows_app.api.urls")``."""
+"""URLs of the API; a host mounts them with ``path("api/", include("workflows_app.api.urls"))``.
 
+Besides the endpoints: the root (``""``, links to everything), the OpenAPI schema
+(``schema/``) and its Swagger UI (``docs/``).
+"""
+
+from django.urls import path
 from rest_framework.routers import SimpleRouter
 
+from .root import APIRootView
+from .schema import DocsView, SchemaView
 from .views import WorkflowExecutionViewSet, WorkflowViewSet
 
 app_name = "workflows_app"
@@ -10,4 +17,9 @@ router = SimpleRouter()
 router.register("workflows", WorkflowViewSet, basename="workflow")
 router.register("workflow-executions", WorkflowExecutionViewSet, basename="execution")
 
-urlpatterns = router.urls
+urlpatterns = [
+    path("", APIRootView.as_view(), name="api-root"),
+    path("schema/", SchemaView.as_view(), name="schema"),
+    path("docs/", DocsView.as_view(), name="docs"),
+    *router.urls,
+]

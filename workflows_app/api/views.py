@@ -14,9 +14,10 @@ from collections.abc import Iterator
 from typing import Any
 from uuid import uuid4
 
+from django.apps import apps
 from django.http import StreamingHttpResponse
 from django.utils.translation import gettext as _
-from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiExample,
@@ -30,7 +31,7 @@ from rest_framework.authentication import SessionAuthentication, TokenAuthentica
 from rest_framework.decorators import action
 from rest_framework.exceptions import ParseError, ValidationError
 from rest_framework.parsers import JSONParser
-from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.renderers import BaseRenderer, BrowsableAPIRenderer, JSONRenderer
 from rest_framework.response import Response
 
 from ..engine import ExecutionNotFound, workflow_engine
@@ -39,8 +40,9 @@ from ..orchestration import InvalidTransactionStateError, TransactionNotFound
 from ..presentation import context_errors
 from ..sdk import RunResult, Workflow
 from ..status import FINISHED_STATES
+from .browsable import StaffBrowsableNegotiation
 from .exceptions import api_exception_handler
-from .filters import WorkflowExecutionFilter
+from .filters import ExecutionFilterBackend, WorkflowExecutionFilter
 from .pagination import ExecutionCursorPagination
 from .permissions import api_permissions
 from .serializers import (
@@ -91,9 +93,16 @@ class EventStreamRenderer(BaseRenderer):
 class WorkflowsAPIMixin:
     """Settings every view of the app pins."""
 
-    authentication_classes = [TokenAuthentication, SessionAuthentication]
+    authentication_classes = (
+        [TokenAuthentication, SessionAuthentication]
+        if apps.is_installed("rest_framework.authtoken")
+        else [SessionAuthentication]
+    )
     parser_classes = [SafeJSONParser]
-    renderer_classes = [JSONRenderer]
+    renderer_classes = [JSONRenderer, BrowsableAPIRenderer]
+    content_negotiation_class = StaffBrowsableNegotiation
+    # drf-spectacular's, whatever the host's REST_FRAMEWORK says.
+    schema = AutoSchema()
     pagination_class = None
     filter_backends: list[Any] = []
 
@@ -495,7 +504,7 @@ class WorkflowExecutionViewSet(WorkflowsAPIMixin, viewsets.GenericViewSet):
     lookup_url_kwarg = "id"
     lookup_value_regex = "[^/]+"
     pagination_class = ExecutionCursorPagination
-    filter_backends = [DjangoFilterBackend]
+    filter_backends = [ExecutionFilterBackend]
     filterset_class = WorkflowExecutionFilter
 
     #: Bounds of ``events/``: total duration, keep-alive comment and state poll periods.

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.core.serializers.json import DjangoJSONEncoder
 from django.utils import timezone
@@ -184,7 +185,19 @@ def run_workflow(command: Command, options: dict) -> None:
         raise CommandError(str(exc)) from None
     tx = result.transaction
     state = str(tx.state)
+    execution_id = tx.stored and (
+        workflow_engine.list_workflow_executions(
+            filters={
+                "workflow_id": tx.workflow_id,
+                "transaction_id": tx.transaction_id,
+                "run_id": tx.run_id,
+            }
+        )
+        .values_list("id", flat=True)
+        .first()
+    )
     command.stdout.write(f"State: {state}")
+    command.stdout.write(f"Execution: {execution_id or '- (not stored)'}")
     command.stdout.write(f"Transaction: {tx.transaction_id}")
     command.stdout.write(f"Run: {tx.run_id}")
     if tx.has_finished():
@@ -241,15 +254,41 @@ def list_executions(command: Command, options: dict) -> None:
 
 
 def _show_arguments(parser: CommandParser) -> None:
-    parser.add_argument("id", help="Execution id (wf_exec_...).")
+    parser.add_argument("id", help="Execution id (wf_exec_...) or transaction id.")
+    parser.add_argument(
+        "--workflow",
+        help="The workflow of the transaction id, when several workflows use that id.",
+    )
+
+
+def _find_execution(identifier: str, workflow_id: str | None) -> Any:
+    """The execution with this id, else the newest run of this transaction id."""
+    if workflow_id is None:
+        try:
+            return workflow_engine.retrieve_workflow_execution(identifier)
+        except ExecutionNotFound:
+            pass
+    filters = {"transaction_id": identifier}
+    if workflow_id is not None:
+        filters["workflow_id"] = workflow_id
+    runs = list(workflow_engine.list_workflow_executions(filters=filters, limit=100))
+    workflows = sorted({run.workflow_id for run in runs})
+    if len(workflows) > 1:
+        raise CommandError(
+            f"Transaction {identifier} exists in several workflows ({', '.join(workflows)}): "
+            "choose one with --workflow."
+        )
+    if not runs:
+        where = f" of workflow {workflow_id}" if workflow_id else ""
+        raise CommandError(
+            f"No workflow execution has the id or transaction id {identifier}{where}."
+        )
+    return runs[0]
 
 
 @subcommand("show", "Show one stored execution and its step log.", _show_arguments)
 def show_execution(command: Command, options: dict) -> None:
-    try:
-        execution = workflow_engine.retrieve_workflow_execution(options["id"])
-    except ExecutionNotFound as exc:
-        raise CommandError(str(exc)) from None
+    execution = _find_execution(options["id"], options["workflow"])
     header = (
         ("ID", execution.pk),
         ("Workflow", execution.workflow_id),
@@ -316,10 +355,15 @@ def cleanup(command: Command, options: dict) -> None:
 # recover
 
 
-@subcommand("recover", "Resume stored executions whose worker died.")
+@subcommand(
+    "recover",
+    "Hand stored executions whose worker died back to the background workers.",
+)
 def recover(command: Command, options: dict) -> None:
-    count = workflow_engine.recover()
-    command.stdout.write(f"Recovered {count} workflow executions.")
+    # The command only queues: steps run in the workers (or, with the immediate
+    # backend, here), never in a process that the operator may stop at any time.
+    count = workflow_engine.recover(hand_over=True)
+    command.stdout.write(f"Handed {count} workflow executions to the workers.")
 
 
 # setup
@@ -332,7 +376,7 @@ def recover(command: Command, options: dict) -> None:
 def setup(command: Command, options: dict) -> None:
     try:
         done = workflow_engine.setup_schedules()
-    except ValueError as exc:
+    except (ValueError, ImproperlyConfigured) as exc:
         raise CommandError(str(exc)) from None
     for name, action in done:
         command.stdout.write(f"{action:<10} {name}")
