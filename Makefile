@@ -9,7 +9,10 @@ demo:
 	bash scripts/demo.sh
 
 # Install, ruff check, ruff format --check, pytest. Pass pytest arguments with
-# ARGS, e.g. make test ARGS="-k settings -x".
+# ARGS, e.g. make test ARGS="-k settings -x". CELL picks another cell of the test
+# matrix in its own virtualenv, e.g. make test CELL=py313-dj61 (see scripts/_env.sh).
+export CELL
+
 test:
 	bash scripts/test.sh $(ARGS)
 
