@@ -8,7 +8,7 @@
 # CELL picks one cell of the test matrix, as pyXY-djAB (Python X.Y, Django A.B):
 #   unset          .venv with python3 (the primary cell: Python 3.11, Django 5.2)
 #   py313-dj61     .venv-py313-dj61 with pyenv's (or PATH's) python3.13 and Django 6.1.x
-# The supported cells are listed in SUPPORTED_CELLS; .ci/run runs them all.
+# .ci/run runs every supported cell (its CELLS list).
 #
 # The install is skipped when pyproject.toml has not changed since the last
 # successful install: <venv>/.install-stamp holds the sha256 of pyproject.toml and
@@ -18,8 +18,6 @@
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO_ROOT"
 
-SUPPORTED_CELLS=(py311-dj52 py313-dj61)
-PRIMARY_CELL="py311-dj52"
 CELL="${CELL:-}"
 
 # find_python X.Y: the interpreter for Python X.Y (pyenv's, else pythonX.Y on PATH).

@@ -1,5 +1,7 @@
 """System checks: each id fires on bad settings and stays silent on good ones."""
 
+import sys
+
 import pytest
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
@@ -256,3 +258,13 @@ def test_w002_silent_for_brokers_with_receipts(broker):
     q_cluster = {"timeout": 300, "retry": 420, **broker}
     with override_settings(WORKFLOWS={"BACKGROUND": "django_q"}, Q_CLUSTER=q_cluster):
         assert check_q_cluster() == []
+
+
+def test_a_cron_schedule_without_croniter_names_the_extra(monkeypatch):
+    import datetime
+
+    from workflows_app.background import next_cron_time
+
+    monkeypatch.setitem(sys.modules, "croniter", None)  # import croniter -> ImportError
+    with pytest.raises(ImproperlyConfigured, match=r"pip install 'workflows-app\[cron\]'"):
+        next_cron_time("0 2 * * *", datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC))
