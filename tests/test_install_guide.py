@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO_ROOT
+from .support import REPO_ROOT
 
 pytestmark = [pytest.mark.install, pytest.mark.slow, pytest.mark.timeout(1500)]
 
