@@ -97,11 +97,14 @@ class WorkflowExecution(models.Model):
         blank=True,
         help_text=_("Final result of the workflow (sensitive keys redacted)."),
     )
-    error = models.JSONField(
+    error = models.TextField(
         _("error"),
-        null=True,
         blank=True,
-        help_text=_('Top-level error as {"message", "name", "stack"}.'),
+        default="",
+        help_text=_(
+            "Message of the top-level error (the structured error is in the context "
+            "and the step log)."
+        ),
     )
     error_stack = models.TextField(
         _("error stack"),
@@ -234,6 +237,20 @@ class WorkflowExecution(models.Model):
     def is_finished(self) -> bool:
         """Whether the transaction is done, failed or reverted."""
         return self.state in FINISHED_STATES
+
+    def top_error(self) -> dict[str, Any] | None:
+        """The structured top-level error (``message``, ``name``, ``stack``) from the
+        context: the first invoke error, else the first error; ``None`` without one."""
+        errors = (self.context or {}).get("errors") or []
+        entries = [e for e in errors if isinstance(e, dict) and isinstance(e.get("error"), dict)]
+        first = next((e for e in entries if e.get("handlerType") == "invoke"), None)
+        if first is None and entries:
+            first = entries[0]
+        if first is not None:
+            return first["error"]
+        if self.error:
+            return {"message": self.error, "name": "Error", "stack": self.error_stack}
+        return None
 
     def steps_log(self) -> list[dict[str, Any]]:
         """The step attempts as execution-log entries (camelCase keys).

@@ -49,8 +49,8 @@ def test_failed_run_stores_reverted_state_error_and_compensations():
     assert row.state == "reverted"
     assert row.status == "FAILED"
     assert row.output_payload is None
-    assert row.error["message"] == f"{steps[2]} exploded"
-    assert row.error["name"] == "ValueError"
+    assert row.error == f"{steps[2]} exploded"
+    assert row.top_error()["name"] == "ValueError"
     assert "ValueError" in row.error_stack
     assert f"{steps[2]} exploded" in row.error_stack
     assert row.context["errors"][0]["action"] == steps[2]
@@ -157,7 +157,7 @@ def test_non_serialisable_output_fails_step_and_compensates(bad):
     assert bad_name in error.error["message"]
     [row] = rows(name)
     assert row.state == "reverted"
-    assert row.error["name"] == "NonSerializableCheckpointError"
+    assert row.top_error()["name"] == "NonSerializableCheckpointError"
     failed = [s for s in step_rows(row) if s.status == "FAILED"]
     assert [s.step_id for s in failed] == [bad_name]
     assert failed[0].output is None

@@ -99,7 +99,7 @@ def test_failing_iteration_rows_and_compensation_rows():
     assert (calls.compensated(1), calls.compensated(2)) == (1, 1)
     [row] = rows(wf.name)
     assert row.state == "reverted"
-    assert row.error["message"] == "item 3 failed"
+    assert row.error == "item 3 failed"
 
     assert [(s.iteration, s.attempt, s.status) for s in _iteration_rows(row)] == [
         (1, 1, "COMPLETED"),

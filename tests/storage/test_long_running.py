@@ -274,7 +274,7 @@ def test_a_waiting_step_past_its_timeout_reverts_the_run_and_refuses_a_late_answ
 
     execution = latest("lr-step-timeout-flow")
     assert execution.state == "reverted"
-    assert execution.error["name"] == "TransactionStepTimeoutError"
+    assert execution.top_error()["name"] == "TransactionStepTimeoutError"
     assert [r.status for r in step_rows(execution, "lr-slow-reply")] == ["TIMED_OUT"]
     assert calls == ["prepare", "approve asked", "undo approve", "undo prepare"]
     # The run has ended: a late answer finds nothing waiting.
@@ -300,7 +300,7 @@ def test_the_transaction_timeout_reverts_a_run_whose_step_still_waits():
     execution = latest("lr-tx-timeout-flow")
     assert execution.state == "reverted"
     assert execution.status == "TIMED_OUT"
-    assert execution.error["name"] == "TransactionTimeoutError"
+    assert execution.top_error()["name"] == "TransactionTimeoutError"
     assert calls == ["prepare", "approve asked", "undo approve", "undo prepare"]
 
 
@@ -435,7 +435,7 @@ def test_a_nested_child_failure_reverts_the_parent():
     assert latest("lr-child-flow").state == "reverted"
     parent = latest("lr-parent-flow")
     assert parent.state == "reverted"
-    assert parent.error["message"] == "no"
+    assert parent.error == "no"
     assert calls[-1] == "undo prepare"
 
 

@@ -63,7 +63,7 @@ def test_kept_execution_row_has_final_state_output_and_camelcase_json():
     assert row.retention_time == 3600
     assert row.input_payload == 10
     assert row.output_payload == 13
-    assert row.error is None
+    assert row.error == ""
     assert row.owner == ""
     assert row.lease_expires_at is None
     assert row.ended_at is not None and row.started_at is not None

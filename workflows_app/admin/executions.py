@@ -263,7 +263,7 @@ class WorkflowExecutionAdmin(admin.ModelAdmin):
             "output_json": pretty_json(obj.output_payload)
             if obj.output_payload is not None
             else None,
-            "top_error": obj.error if isinstance(obj.error, dict) else None,
+            "top_error": obj.top_error() if obj.error else None,
             "error_stack": obj.error_stack,
             "history": steps,
             "waiting_steps": waiting_steps,

@@ -451,7 +451,7 @@ class OrmStorage:
             values.update(
                 retention_time=retention,
                 output_payload=redact(tx.result),
-                error=first.error if first else None,
+                error=str(first.error.get("message") or "") if first else "",
                 error_stack=(first.error.get("stack") or "") if first else "",
                 ended_at=ended,
                 duration_ms=(
