@@ -17,18 +17,33 @@ def _message(error):
     return "" if error is None else str(error)
 
 
+def _rewrite(queryset, field, compute):
+    """Set ``field`` of every row of ``queryset`` to ``compute(row)``, in batches."""
+    model = queryset.model
+    batch = []
+    for row in queryset.iterator(chunk_size=BATCH):
+        setattr(row, field, compute(row))
+        batch.append(row)
+        if len(batch) >= BATCH:
+            model.objects.bulk_update(batch, [field])
+            batch = []
+    if batch:
+        model.objects.bulk_update(batch, [field])
+
+
+def _first_structured(row):
+    errors = (row.context or {}).get("errors") or []
+    first = next(
+        (e["error"] for e in errors if isinstance(e, dict) and isinstance(e.get("error"), dict)),
+        None,
+    )
+    return first or {"message": row.error_message, "name": "Error", "stack": row.error_stack}
+
+
 def to_message(apps, schema_editor):
     WorkflowExecution = apps.get_model("workflows_app", "WorkflowExecution")
     rows = WorkflowExecution.objects.filter(error__isnull=False).only("pk", "error")
-    batch = []
-    for row in rows.iterator(chunk_size=BATCH):
-        row.error_message = _message(row.error)
-        batch.append(row)
-        if len(batch) >= BATCH:
-            WorkflowExecution.objects.bulk_update(batch, ["error_message"])
-            batch = []
-    if batch:
-        WorkflowExecution.objects.bulk_update(batch, ["error_message"])
+    _rewrite(rows, "error_message", lambda row: _message(row.error))
 
 
 def to_structured(apps, schema_editor):
@@ -36,24 +51,7 @@ def to_structured(apps, schema_editor):
     rows = WorkflowExecution.objects.exclude(error_message="").only(
         "pk", "error_message", "error_stack", "context"
     )
-    batch = []
-    for row in rows.iterator(chunk_size=BATCH):
-        errors = (row.context or {}).get("errors") or []
-        first = next(
-            (e["error"] for e in errors if isinstance(e, dict) and isinstance(e.get("error"), dict)),
-            None,
-        )
-        row.error = first or {
-            "message": row.error_message,
-            "name": "Error",
-            "stack": row.error_stack,
-        }
-        batch.append(row)
-        if len(batch) >= BATCH:
-            WorkflowExecution.objects.bulk_update(batch, ["error"])
-            batch = []
-    if batch:
-        WorkflowExecution.objects.bulk_update(batch, ["error"])
+    _rewrite(rows, "error", _first_structured)
 
 
 class Migration(migrations.Migration):
