@@ -15,6 +15,7 @@ from datetime import datetime
 from html import escape
 from typing import Any
 
+from .orchestration.states import AttemptStatus, HandlerType, Operation, StepState
 from .presentation import display_state, flow_steps, state_label, step_id_of
 
 #: Colour names of the admin palette (Medusa's dashboard: green, red, orange, grey).
@@ -116,17 +117,17 @@ def nodes_from_description(steps: Iterable[Mapping[str, Any]]) -> list[Node]:
     for step in steps:
         sid = str(step["id"])
         action = str(step.get("action") or sid.rsplit(".", 1)[-1])
-        operation = str(step.get("operation") or "step")
+        operation = str(step.get("operation") or Operation.STEP)
         nodes.append(
             Node(
                 id=sid,
                 label=action,
                 depth=int(step.get("depth") or sid.count(".")),
                 next=[str(n) for n in step.get("next") or []],
-                state="not_started",
-                state_label="" if operation == "step" else operation,
+                state=StepState.NOT_STARTED,
+                state_label="" if operation == Operation.STEP else operation,
                 href=None,
-                title=action if operation == "step" else f"{action} ({operation})",
+                title=action if operation == Operation.STEP else f"{action} ({operation})",
             )
         )
     return nodes
@@ -320,10 +321,12 @@ class Bar:
 
 
 GANTT_COLOURS = {
-    "invoke": ("#3b82f6", "#1d4ed8"),
-    "compensate": ("#a855f7", "#7e22ce"),
+    HandlerType.INVOKE: ("#3b82f6", "#1d4ed8"),
+    HandlerType.COMPENSATE: ("#a855f7", "#7e22ce"),
 }
 FAILED_STROKE = "#dc2626"
+# Attempts still going on: their bar reaches "now".
+_OPEN = (AttemptStatus.RUNNING, AttemptStatus.WAITING)
 LABEL_W = 240
 CHART_W = 620
 ROW_H = 22
@@ -365,7 +368,7 @@ def gantt_svg(bars: Sequence[Bar], now: datetime | None = None, *, title: str = 
     ends = []
     for bar in bars:
         end = bar.end or bar.start
-        if now is not None and (bar.end is None or bar.status in ("RUNNING", "WAITING")):
+        if now is not None and (bar.end is None or bar.status in _OPEN):
             end = max(end, now)
         ends.append(end)
     t0 = min(b.start for b in bars)
@@ -384,7 +387,7 @@ def gantt_svg(bars: Sequence[Bar], now: datetime | None = None, *, title: str = 
     ]
     # Legend.
     lx = LABEL_W
-    for name, text in (("invoke", "Invoke"), ("compensate", "Compensate")):
+    for name, text in ((HandlerType.INVOKE, "Invoke"), (HandlerType.COMPENSATE, "Compensate")):
         fill, stroke = GANTT_COLOURS[name]
         out.append(
             f'<rect x="{lx}" y="6" width="14" height="10" rx="2" fill="{fill}" stroke="{stroke}"/>'
@@ -418,12 +421,12 @@ def gantt_svg(bars: Sequence[Bar], now: datetime | None = None, *, title: str = 
         )
     for row, (bar, end) in enumerate(zip(bars, ends, strict=True)):
         y = LEGEND_H + AXIS_H + row * ROW_H
-        fill, stroke = GANTT_COLOURS.get(bar.handler_type, GANTT_COLOURS["invoke"])
-        failed = bar.status in ("FAILED", "TIMED_OUT")
-        open_ended = end != (bar.end or bar.start) or bar.status in ("RUNNING", "WAITING")
+        fill, stroke = GANTT_COLOURS.get(bar.handler_type, GANTT_COLOURS[HandlerType.INVOKE])
+        failed = bar.status in (AttemptStatus.FAILED, AttemptStatus.TIMED_OUT)
+        open_ended = end != (bar.end or bar.start) or bar.status in _OPEN
         x = x_at(bar.start)
         w = max(x_at(end) - x, 3.0)
-        suffix = " (comp.)" if bar.handler_type == "compensate" else ""
+        suffix = " (comp.)" if bar.handler_type == HandlerType.COMPENSATE else ""
         label = f"{bar.label} #{bar.attempt}{suffix}"
         text = (
             f'<text x="{LABEL_W - 8}" y="{y + 15}" font-size="11" fill="#111827" '

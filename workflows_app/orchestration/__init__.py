@@ -3,6 +3,8 @@
 Nothing here imports Django; storage and scheduling arrive through ``runtime``.
 """
 
+from .attempts import build_record, check_storable, locate_error
+from .calls import run_coroutine
 from .context import StepContext
 from .definition import ROOT_ID, FlowDefinition, StepNode, StepOptions, check_step_options
 from .errors import (
@@ -31,7 +33,9 @@ from .runtime import Runtime, runtime
 from .scheduler import Scheduler, ThreadScheduler
 from .states import (
     FINISHED_STATES,
+    AttemptStatus,
     HandlerType,
+    Operation,
     StepState,
     StepStatus,
     TransactionState,
@@ -43,6 +47,7 @@ __all__ = [
     "FINISHED_STATES",
     "ROOT_ID",
     "AttemptRecord",
+    "AttemptStatus",
     "CompositionError",
     "FlowDefinition",
     "HandlerType",
@@ -51,6 +56,7 @@ __all__ = [
     "InvalidTransactionIdError",
     "InvalidTransactionStateError",
     "NonSerializableCheckpointError",
+    "Operation",
     "Orchestrator",
     "PayloadTooLargeError",
     "PermanentStepFailureError",
@@ -78,8 +84,12 @@ __all__ = [
     "WorkflowError",
     "WorkflowNotFound",
     "WorkflowsError",
+    "build_record",
     "check_step_options",
+    "check_storable",
+    "locate_error",
     "orchestrator",
+    "run_coroutine",
     "runtime",
     "serialize_error",
 ]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .states import HandlerType
+
 
 class StepContext:
     """What a step knows about the run it belongs to (Medusa's ``StepExecutionContext``)."""
@@ -47,7 +49,7 @@ class StepContext:
             "attempt": attempt,
         }
 
-    def get_step_result(self, step_id: str, action: str = "invoke") -> Any:
+    def get_step_result(self, step_id: str, action: str = HandlerType.INVOKE) -> Any:
         """The stored output of another step of this run (``None`` when it has none)."""
         return self._transaction.get_step_result(step_id, action)
 

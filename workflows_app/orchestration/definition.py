@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .errors import CompositionError
+from .states import Operation
 
 ROOT_ID = "_root"
 
@@ -91,7 +92,7 @@ class StepNode:
     invoke_fn: Callable[..., Any] | None
     compensate_fn: Callable[..., Any] | None = None
     options: StepOptions = field(default_factory=StepOptions)
-    operation: str = "step"
+    operation: str = Operation.STEP
     resolve_input: Callable[[Any], Any] = _identity
     conditions: tuple[Callable[[Any], bool], ...] = ()
     # Set by FlowDefinition.compile:
@@ -107,6 +108,9 @@ class StepNode:
     invoke_is_async: bool = False
     compensate_is_async: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    # The handler writes storage rows as it runs (a loop's iterations): it stays on the
+    # thread that holds the run instead of going to a pool thread.
+    runs_on_caller: bool = False
     _definition: tuple[Any, dict] | None = None
 
     def set_handlers(self, invoke_fn: Callable[..., Any] | None, compensate_fn: Any) -> None:
@@ -123,7 +127,7 @@ class StepNode:
             return dict(cached[1])
         data = {"action": self.action, "name": self.action, **self.options.to_definition()}
         data["noCompensation"] = self.options.no_compensation or self.compensate_fn is None
-        if self.operation != "step":
+        if self.operation != Operation.STEP:
             data["operation"] = self.operation
         self._definition = (key, data)
         return dict(data)

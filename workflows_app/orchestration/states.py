@@ -1,7 +1,9 @@
-"""State and status values of transactions and steps.
+"""The names of the engine: states and statuses of transactions, steps and attempts,
+handler types and step operations, each defined once.
 
 The string values are persisted (flow JSON, database columns) and match Medusa's,
-so an execution stored by one version reads the same in the next.
+so an execution stored by one version reads the same in the next. The Django choices
+in ``workflows_app.status`` take their values from here.
 """
 
 from enum import StrEnum
@@ -39,41 +41,32 @@ class StepStatus(StrEnum):
 
 
 class HandlerType(StrEnum):
+    """Which handler of a step an attempt ran."""
+
     INVOKE = "invoke"
     COMPENSATE = "compensate"
+
+
+class AttemptStatus(StrEnum):
+    """How one attempt of a step handler ended (the execution log's status words)."""
+
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    TIMED_OUT = "TIMED_OUT"
+    CANCELED = "CANCELED"
+    SKIPPED = "SKIPPED"
+    WAITING = "WAITING"
+
+
+class Operation(StrEnum):
+    """What a step node runs: a plain step, a ``for_each`` loop or a sub-workflow."""
+
+    STEP = "step"
+    LOOP = "builtin:loop"
+    SUB_WORKFLOW = "sub-workflow"
 
 
 FINISHED_STATES = frozenset(
     {TransactionState.DONE, TransactionState.REVERTED, TransactionState.FAILED}
 )
-
-# Invoke states after which the steps that follow may start.
-INVOKE_SETTLED = frozenset(
-    {
-        StepState.DONE,
-        StepState.FAILED,
-        StepState.TIMEOUT,
-        StepState.SKIPPED,
-        StepState.SKIPPED_FAILURE,
-    }
-)
-
-_STEP_TRANSITIONS = {
-    StepState.DORMANT: {StepState.NOT_STARTED},
-    StepState.NOT_STARTED: {
-        StepState.INVOKING,
-        StepState.COMPENSATING,
-        StepState.FAILED,
-        StepState.SKIPPED,
-        StepState.SKIPPED_FAILURE,
-    },
-    StepState.INVOKING: {StepState.FAILED, StepState.DONE, StepState.TIMEOUT, StepState.SKIPPED},
-    StepState.COMPENSATING: {StepState.REVERTED, StepState.FAILED},
-    StepState.DONE: {StepState.COMPENSATING},
-}
-
-
-def check_step_transition(current: StepState, new: StepState) -> None:
-    """Refuse a step state change the state machine does not allow."""
-    if current is not new and new not in _STEP_TRANSITIONS.get(current, ()):
-        raise ValueError(f'Updating State from "{current}" to "{new}" is not allowed.')

@@ -7,7 +7,7 @@ from typing import Any
 from .clock import now_ms
 from .definition import ROOT_ID, FlowDefinition, StepNode
 from .errors import StepError
-from .states import FINISHED_STATES, StepState, StepStatus, TransactionState
+from .states import FINISHED_STATES, HandlerType, StepState, StepStatus, TransactionState
 
 __all__ = ["StepRun", "Transaction", "now_ms"]
 
@@ -58,7 +58,7 @@ class StepRun:
 
     @property
     def handler_type(self) -> str:
-        return "compensate" if self.step_failed else "invoke"
+        return HandlerType.COMPENSATE if self.step_failed else HandlerType.INVOKE
 
     @property
     def state(self) -> StepState:
@@ -196,8 +196,8 @@ class Transaction:
     def get_step(self, action: str) -> StepRun:
         return self.steps[self.definition.by_action[action].index]
 
-    def get_step_result(self, action: str, handler_type: str = "invoke") -> Any:
-        store = self.invoke if handler_type == "invoke" else self.compensate
+    def get_step_result(self, action: str, handler_type: str = HandlerType.INVOKE) -> Any:
+        store = self.invoke if handler_type == HandlerType.INVOKE else self.compensate
         entry = store.get(action)
         return None if entry is None else entry.get("output")
 

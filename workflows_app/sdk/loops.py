@@ -15,7 +15,6 @@ loop succeeded, the loop's compensation undoes every iteration in reverse.
 
 from __future__ import annotations
 
-import inspect
 import queue
 import threading
 from collections import deque
@@ -25,51 +24,35 @@ from typing import Any
 
 from ..orchestration import (
     AttemptRecord,
+    AttemptStatus,
     CompositionError,
+    HandlerType,
     NonSerializableCheckpointError,
+    Operation,
     PayloadTooLargeError,
     PermanentStepFailureError,
+    SkipStepResponse,
     StepContext,
     StepNode,
     StepOptions,
     StepResponse,
     StepState,
     Transaction,
-    TransactionState,
-    WorkflowError,
-    orchestrator,
+    build_record,
+    check_storable,
+    locate_error,
     runtime,
     serialization,
-    serialize_error,
 )
 from ..orchestration.clock import clock
-from ..orchestration.orchestrator import run_coroutine
-from ..orchestration.responses import SkipStepResponse
 from .composer import Composition, current
+from .loop_bodies import StepBody, WorkflowBody, body_for
 from .references import Reference, StepRef, compile_value
 from .steps import Step
-from .workflows import Workflow, run_child_inline
+from .workflows import Workflow
 
-LOOP_OPERATION = "builtin:loop"
-INVOKE = "invoke"
-COMPENSATE = "compensate"
-
-# Step options that describe how the orchestrator schedules one step (waiting for an
-# outside response, timers, handing over to a worker, carrying on after a failure):
-# an iteration runs inside the loop's handler and cannot honour them. Set them on the
-# loop itself with ``for_each(...).config(...)`` where they make sense.
-_UNSUPPORTED_OPTIONS = (
-    "async_",
-    "background_execution",
-    "compensate_async",
-    "retry_interval",
-    "retry_interval_awaiting",
-    "max_awaiting_retries",
-    "timeout",
-    "no_wait",
-    "continue_on_permanent_failure",
-    "skip_on_permanent_failure",
-)
+INVOKE = HandlerType.INVOKE
+COMPENSATE = HandlerType.COMPENSATE
 
 _STATE_ATTRIBUTE = "_for_each_state"
 _DONE = object()
@@ -92,14 +75,15 @@ def for_each(items: Any, step_or_subworkflow: Step | Workflow, concurrency: int 
         raise CompositionError(
             f"for_each(concurrency=...) must be a positive integer, not {concurrency!r}."
         )
-    body = _body_for(step_or_subworkflow)
+    body = body_for(step_or_subworkflow)
     node = StepNode(
         action=_free_action(composition, f"for-each-{body.name}"),
         invoke_fn=None,
-        operation=LOOP_OPERATION,
+        operation=Operation.LOOP,
         options=StepOptions(sensitive=_loop_sensitive(body.sensitive)),
         resolve_input=compile_value(items),
     )
+    node.runs_on_caller = True  # it writes its iteration rows as it goes
     loop = _Loop(node, body, concurrency)
     node.set_handlers(loop.invoke_handler(), loop.compensate_handler())
     if node.compensate_fn is None:
@@ -113,20 +97,6 @@ def for_each(items: Any, step_or_subworkflow: Step | Workflow, concurrency: int 
 
 
 # Composition helpers
-
-
-def _body_for(target: Any) -> _StepBody | _WorkflowBody:
-    if isinstance(target, Step):
-        return _StepBody(target)
-    if isinstance(target, Workflow):
-        return _WorkflowBody(target)
-    inner = getattr(target, "workflow", None)
-    if isinstance(inner, Workflow):  # ``workflow(container)``
-        return _WorkflowBody(inner)
-    raise CompositionError(
-        "for_each() runs a step made with create_step() or a workflow made with "
-        f"create_workflow(), not {type(target).__name__}."
-    )
 
 
 def _free_action(composition: Composition, base: str) -> str:
@@ -163,108 +133,6 @@ def _loop_sensitive(paths: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
-def _qualname(fn: Any) -> str:
-    return getattr(fn, "__qualname__", type(fn).__name__) if fn is not None else ""
-
-
-def _await_if_needed(value: Any) -> Any:
-    if inspect.iscoroutine(value):
-        return run_coroutine(value)
-    return value
-
-
-# What one iteration runs
-
-
-class _StepBody:
-    """An iteration that calls a step's handlers with one item."""
-
-    operation = "step"
-
-    def __init__(self, step: Step):
-        if step.invoke_fn is None:
-            raise CompositionError(f"Step {step.name!r} has no invoke function.")
-        options = step.options
-        defaults = StepOptions()
-        used = [
-            name
-            for name in _UNSUPPORTED_OPTIONS
-            if getattr(options, name) != getattr(defaults, name)
-        ]
-        if not options.auto_retry:
-            used.append("auto_retry")
-        if used:
-            raise CompositionError(
-                f"for_each(): step {step.name!r} sets {', '.join(used)}, which a loop "
-                "iteration cannot honour (iterations run inside the loop step). "
-                "Set them on the loop with for_each(...).config(...) instead."
-            )
-        self.name = step.name
-        self.invoke_fn = step.invoke_fn
-        self.compensate_fn = step.compensate_fn
-        self.max_retries = options.max_retries
-        self.sensitive = options.sensitive
-        self.can_compensate = step.compensate_fn is not None and not options.no_compensation
-        self.signature = f"{_qualname(step.invoke_fn)}/{_qualname(step.compensate_fn)}"
-
-    def call(self, item: Any, ctx: StepContext) -> Any:
-        return _await_if_needed(self.invoke_fn(item, ctx))
-
-    def undo(self, data: Any, ctx: StepContext) -> Any:
-        return _await_if_needed(self.compensate_fn(data, ctx))
-
-
-class _WorkflowBody:
-    """An iteration that runs a sub-workflow inline, as ``run_as_step`` does."""
-
-    operation = "sub-workflow"
-    max_retries = 0
-    sensitive: tuple[str, ...] = ()
-    can_compensate = True
-
-    def __init__(self, workflow: Workflow):
-        if workflow.is_async:
-            raise CompositionError(
-                f"for_each(): workflow {workflow.name!r} has async steps; a loop iteration "
-                "runs its sub-workflow inline and cannot wait for it."
-            )
-        self.workflow = workflow
-        self.name = workflow.name
-        self.signature = f"workflow:{workflow.name}"
-
-    def call(self, item: Any, ctx: StepContext) -> StepResponse:
-        parent: Transaction = ctx._transaction
-        # ctx.step_name is "<loop action>-<iteration>": one child per iteration.
-        child_id = f"{ctx.step_name}-{parent.transaction_id}"
-        return run_child_inline(self.workflow, item, ctx, child_id)
-
-    def undo(self, data: Any, ctx: StepContext) -> None:
-        """Cancel the child run (its steps compensate in reverse)."""
-        if not isinstance(data, dict) or "transaction_id" not in data:
-            return None
-        parent: Transaction = ctx._transaction
-        child_id = data["transaction_id"]
-        tx = parent.nested.get(child_id)
-        if tx is None:
-            tx = runtime.storage.load(self.workflow.definition, child_id, include_finished=True)
-        if tx is None:
-            return None
-        if tx.state is TransactionState.DONE:
-            orchestrator.cancel(tx)
-        elif tx.state is TransactionState.FAILED and tx.cancelled_at:
-            # An earlier cancel of this child failed to compensate: try again.
-            orchestrator.retry_compensation(tx)
-        if tx.state is TransactionState.FAILED:
-            errors = tx.get_errors(COMPENSATE)
-            message = errors[0].error.get("message") if errors else "compensation failed"
-            raise WorkflowError(
-                f"Compensation of sub-workflow {self.name} ({child_id}) failed: {message}",
-                errors,
-                tx,
-            )
-        return None
-
-
 # Per-transaction bookkeeping
 
 
@@ -293,19 +161,19 @@ class _LoopState:
         if record.total_items is not None and record.total_items != self.total:
             self.reset(record.total_items)
         if record.handler_type == INVOKE:
-            if record.status == "COMPLETED":
+            if record.status == AttemptStatus.COMPLETED:
                 self.outputs[i] = record.output
                 self.owed[i] = record.compensate_input
                 self.skipped.discard(i)
-            elif record.status == "SKIPPED":
+            elif record.status == AttemptStatus.SKIPPED:
                 self.skipped.add(i)
                 self.outputs.pop(i, None)
                 self.owed.pop(i, None)
-            elif record.status == "FAILED":
+            elif record.status == AttemptStatus.FAILED:
                 self.outputs.pop(i, None)
                 if record.compensate_input is not None:
                     self.owed[i] = record.compensate_input
-        elif record.status == "COMPLETED":
+        elif record.status == AttemptStatus.COMPLETED:
             self.owed.pop(i, None)
             self.outputs.pop(i, None)
 
@@ -322,7 +190,7 @@ class _Outcome:
     """The result of one iteration, attempts included, produced on any thread."""
 
     iteration: int
-    status: str = "FAILED"
+    status: str = AttemptStatus.FAILED
     output: Any = None
     compensate_input: Any = None
     error: BaseException | None = None
@@ -333,7 +201,7 @@ class _Outcome:
 class _Loop:
     """The loop node's handlers, for one use of ``for_each``."""
 
-    def __init__(self, node: StepNode, body: _StepBody | _WorkflowBody, concurrency: int):
+    def __init__(self, node: StepNode, body: StepBody | WorkflowBody, concurrency: int):
         self.node = node
         self.body = body
         self.concurrency = concurrency
@@ -398,11 +266,11 @@ class _Loop:
             self.write(tx, outcome.records)
             i = outcome.iteration
             state.attempts[(INVOKE, i)] = outcome.last_attempt
-            if outcome.status == "COMPLETED":
+            if outcome.status == AttemptStatus.COMPLETED:
                 state.outputs[i] = outputs[i - 1] = outcome.output
                 if self.body.can_compensate:
                     state.owed[i] = outcome.compensate_input
-            elif outcome.status == "SKIPPED":
+            elif outcome.status == AttemptStatus.SKIPPED:
                 state.skipped.add(i)
             else:
                 if self.body.can_compensate and outcome.compensate_input is not None:
@@ -437,9 +305,9 @@ class _Loop:
             try:
                 value = body.call(serialization.roundtrip(item), ctx)
                 if isinstance(value, SkipStepResponse):
-                    outcome.status = "SKIPPED"
+                    outcome.status = AttemptStatus.SKIPPED
                     outcome.records.append(
-                        self.record(INVOKE, attempt, i, total, "SKIPPED", item, started)
+                        self.record(INVOKE, attempt, i, total, AttemptStatus.SKIPPED, item, started)
                     )
                     return outcome
                 if isinstance(value, StepResponse):
@@ -447,7 +315,13 @@ class _Loop:
                 else:
                     output = compensate_input = value
                 if stored:
-                    _check_storable(self.node.action, i, output, compensate_input)
+                    problem = check_storable(
+                        f"The output of iteration {i} of {self.node.action}",
+                        output,
+                        compensate_input,
+                    )
+                    if problem is not None:
+                        raise problem
             except (Exception, SystemExit) as exc:
                 failures += 1
                 permanent = isinstance(
@@ -463,7 +337,7 @@ class _Loop:
                         attempt,
                         i,
                         total,
-                        "FAILED",
+                        AttemptStatus.FAILED,
                         item,
                         started,
                         compensate_input=kept,
@@ -471,12 +345,12 @@ class _Loop:
                     )
                 )
                 if permanent or failures > body.max_retries:
-                    outcome.status = "FAILED"
+                    outcome.status = AttemptStatus.FAILED
                     outcome.error = exc
                     outcome.compensate_input = kept
                     return outcome
                 continue
-            outcome.status = "COMPLETED"
+            outcome.status = AttemptStatus.COMPLETED
             outcome.output = output
             outcome.compensate_input = compensate_input
             outcome.records.append(
@@ -485,7 +359,7 @@ class _Loop:
                     attempt,
                     i,
                     total,
-                    "COMPLETED",
+                    AttemptStatus.COMPLETED,
                     item,
                     started,
                     output=output,
@@ -522,7 +396,7 @@ class _Loop:
                             return
                         i, item, base = pending.popleft()
                     outcome = self.iterate(tx, total, i, item, base)
-                    if outcome.status == "FAILED":
+                    if outcome.status == AttemptStatus.FAILED:
                         with lock:
                             stopped = True
                     messages.put(outcome)
@@ -617,7 +491,14 @@ class _Loop:
                         tx,
                         [
                             self.record(
-                                COMPENSATE, attempt, i, total, "FAILED", data, started, error=error
+                                COMPENSATE,
+                                attempt,
+                                i,
+                                total,
+                                AttemptStatus.FAILED,
+                                data,
+                                started,
+                                error=error,
                             )
                         ],
                     )
@@ -632,7 +513,14 @@ class _Loop:
                     tx,
                     [
                         self.record(
-                            COMPENSATE, attempt, i, total, "COMPLETED", data, started, output=output
+                            COMPENSATE,
+                            attempt,
+                            i,
+                            total,
+                            AttemptStatus.COMPLETED,
+                            data,
+                            started,
+                            output=output,
                         )
                     ],
                 )
@@ -661,20 +549,17 @@ class _Loop:
         compensate_input: Any = None,
         error: dict | None = None,
     ) -> AttemptRecord:
-        node = self.node
-        return AttemptRecord(
-            step_index=node.index,
-            step_id=node.action,
-            step_path=node.id,
-            handler_type=handler_type,
-            attempt=attempt,
-            status=status,
-            input=input,
+        return build_record(
+            self.node,
+            handler_type,
+            attempt,
+            status,
+            input,
+            started,
+            clock.now(),
             output=output,
             compensate_input=compensate_input,
             error=error,
-            started_at=int(started * 1000),
-            ended_at=int(clock.now() * 1000),
             operation=self.body.operation,
             iteration=i,
             total_items=total,
@@ -683,11 +568,8 @@ class _Loop:
     def error(
         self, tx: Transaction, exc: BaseException, handler_type: str, i: int, total: int
     ) -> dict:
-        error = serialize_error(exc)
-        error["stack"] = (error.get("stack") or "") + (
-            f"\n    at [{tx.workflow_id} -> {self.node.action} #{i}/{total} ({handler_type})]"
-        )
-        return error
+        where = f"{tx.workflow_id} -> {self.node.action} #{i}/{total} ({handler_type})"
+        return locate_error(exc, where)
 
     @staticmethod
     def write(tx: Transaction, records: list[AttemptRecord]) -> None:
@@ -696,22 +578,4 @@ class _Loop:
                 runtime.storage.record_attempt(tx, record)
 
 
-def _check_storable(action: str, i: int, output: Any, compensate_input: Any) -> None:
-    """Refuse (for good) an iteration result that a stored run could not keep."""
-    try:
-        size = len(serialization.dumps(output).encode())
-        if compensate_input is not output:
-            size += len(serialization.dumps(compensate_input).encode())
-    except (TypeError, ValueError) as exc:
-        raise NonSerializableCheckpointError(
-            f"Iteration {i} of {action} returned a value that cannot be stored as JSON: {exc}"
-        ) from None
-    limit = runtime.max_payload_bytes
-    if limit and size > limit:
-        raise PayloadTooLargeError(
-            f"Iteration {i} of {action} returned {size} bytes, more than "
-            f"MAX_PAYLOAD_BYTES ({limit})"
-        )
-
-
-__all__ = ["LOOP_OPERATION", "for_each"]
+__all__ = ["for_each"]

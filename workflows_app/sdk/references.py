@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..orchestration import CompositionError, StepNode
+from .configure import configure_node
 
 Resolver = Callable[[Any], Any]
 
@@ -123,8 +124,6 @@ class StepRef(Reference):
 
     def config(self, name: str | None = None, **options: Any) -> StepRef:
         """Rename or re-configure this one use of the step."""
-        from .steps import configure_node
-
         configure_node(self._node, name, options)
         return self
 

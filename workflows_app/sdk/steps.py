@@ -7,17 +7,10 @@ from typing import Any
 
 from ..orchestration import CompositionError, StepNode, StepOptions, check_step_options
 from .composer import current
+from .configure import step_options
 from .references import StepRef, compile_value
 
 _NO_INPUT: Any = object()
-
-
-def _step_options(options: dict[str, Any], where: str) -> dict[str, Any]:
-    check_step_options(options, where)
-    clean = dict(options)
-    if "sensitive" in clean:
-        clean["sensitive"] = tuple(clean["sensitive"] or ())
-    return clean
 
 
 class Step:
@@ -35,7 +28,7 @@ class Step:
         self.name = name
         self.invoke_fn = invoke
         self.compensate_fn = compensate
-        self.options = StepOptions(**_step_options(options, f"create_step({name!r})"))
+        self.options = StepOptions(**step_options(options, f"create_step({name!r})"))
 
     def compensate(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """Decorator form: register ``fn`` as this step's compensation."""
@@ -61,20 +54,6 @@ class Step:
 
     def __repr__(self) -> str:
         return f"<Step {self.name}>"
-
-
-def configure_node(node: StepNode, name: str | None, options: dict[str, Any]) -> None:
-    """Apply ``.config(name=..., **options)`` to one use of a step."""
-    if name is not None:
-        if not isinstance(name, str) or not name:
-            raise CompositionError(".config(name=...) needs a non-empty string.")
-        node.action = name
-    if options:
-        node.options = node.options.replace(**_step_options(options, f".config() of {name}"))
-        if "no_compensation" not in options and node.compensate_fn is None:
-            node.options = node.options.replace(no_compensation=True)
-        if node.operation == "sub-workflow" and node.options.async_:
-            node.options = node.options.replace(nested=True)
 
 
 def create_step(

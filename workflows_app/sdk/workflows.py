@@ -13,7 +13,9 @@ from ulid import ULID
 from ..orchestration import (
     CompositionError,
     FlowDefinition,
+    HandlerType,
     InvalidTransactionIdError,
+    Operation,
     StepError,
     StepNode,
     StepResponse,
@@ -27,7 +29,7 @@ from ..orchestration import (
     runtime,
 )
 from ..orchestration.scheduler import ThreadScheduler
-from .composer import Composition, Hook, WorkflowResponse, composing
+from .composer import Composition, Hook, WorkflowResponse, composing, current
 from .references import StepRef, compile_value
 
 logger = logging.getLogger("workflows_app")
@@ -289,7 +291,7 @@ class Workflow:
     ) -> RunResult:
         if tx.stale:
             raise TransactionAlreadyStarted(tx.transaction_id)
-        errors = tx.get_errors("invoke")
+        errors = tx.get_errors(HandlerType.INVOKE)
         if log_on_error:
             for error in tx.errors:
                 logger.error(
@@ -326,7 +328,11 @@ class Workflow:
         return tx
 
     def register_step_success(
-        self, transaction_id: str, step_id: str, response: Any = None, action: str = "invoke"
+        self,
+        transaction_id: str,
+        step_id: str,
+        response: Any = None,
+        action: str = HandlerType.INVOKE,
     ) -> RunResult:
         tx = self._load(transaction_id)
         orchestrator.set_step_success(tx, step_id, action, response)
@@ -337,14 +343,16 @@ class Workflow:
         transaction_id: str,
         step_id: str,
         error: Any = None,
-        action: str = "invoke",
+        action: str = HandlerType.INVOKE,
         force_permanent_failure: bool = False,
     ) -> RunResult:
         tx = self._load(transaction_id)
         orchestrator.set_step_failure(tx, step_id, action, error, force_permanent_failure)
         return self.result_of(tx, throw_on_error=False)
 
-    def retry_step(self, transaction_id: str, step_id: str, action: str = "invoke") -> RunResult:
+    def retry_step(
+        self, transaction_id: str, step_id: str, action: str = HandlerType.INVOKE
+    ) -> RunResult:
         tx = self._load(transaction_id)
         orchestrator.retry_step(tx, step_id, action)
         return self.result_of(tx, throw_on_error=False)
@@ -364,13 +372,11 @@ class Workflow:
 
     def run_as_step(self, input: Any = None) -> StepRef:
         """Use this workflow as one step of the workflow being composed."""
-        from .composer import current
-
         composition = current(f"{self.name}.run_as_step()")
         node = StepNode(
             action=f"{self.name}-as-step",
             invoke_fn=None,
-            operation="sub-workflow",
+            operation=Operation.SUB_WORKFLOW,
             resolve_input=compile_value(input),
         )
         child = self
@@ -446,7 +452,7 @@ def _run_nested_async(
 
 def _child_outcome(child: Workflow, tx: Transaction) -> StepResponse | WorkflowError:
     if tx.state in _FAILED:
-        errors = tx.get_errors("invoke")
+        errors = tx.get_errors(HandlerType.INVOKE)
         message = errors[0].error.get("message") if errors else f"Workflow {child.name} failed"
         return WorkflowError(message, errors, tx)
     return StepResponse(tx.result, {"workflow_id": child.name, "transaction_id": tx.transaction_id})

@@ -25,17 +25,18 @@ from ..conf import workflows_settings
 from ..models import StepExecution, WorkflowExecution, new_execution_id
 from ..orchestration import (
     AttemptRecord,
+    AttemptStatus,
     FlowDefinition,
-    NonSerializableCheckpointError,
-    PayloadTooLargeError,
+    HandlerType,
+    Operation,
     StaleTransactionError,
     StepError,
     Transaction,
     TransactionAlreadyStarted,
     TransactionState,
+    check_storable,
     orchestrator,
     runtime,
-    serialization,
 )
 from ..redaction import Redactor, mask_sensitive
 from ..status import FINISHED_STATES
@@ -57,14 +58,14 @@ def execution_status(tx: Transaction) -> str:
     """The log status of an execution, from its state and how it ended."""
     state = tx.state
     if state not in FINISHED_STATES:
-        return "RUNNING"
+        return AttemptStatus.RUNNING
     if state == TransactionState.DONE:
-        return "COMPLETED"
+        return AttemptStatus.COMPLETED
     if tx.cancelled_at:
-        return "CANCELED"
+        return AttemptStatus.CANCELED
     if tx.timed_out_at:
-        return "TIMED_OUT"
-    return "FAILED"
+        return AttemptStatus.TIMED_OUT
+    return AttemptStatus.FAILED
 
 
 def retention_for(options: dict, state: str) -> int | None:
@@ -91,24 +92,12 @@ class OrmStorage:
         flow["metadata"] = redact(flow["metadata"])
         return flow
 
-    def _check_payload(self, what: str, value: Any) -> None:
-        try:
-            size = len(serialization.dumps(value).encode())
-        except (TypeError, ValueError) as exc:
-            raise NonSerializableCheckpointError(
-                f"{what} cannot be stored as JSON: {exc}. Workflow inputs and step outputs "
-                "must be JSON-serialisable."
-            ) from None
-        limit = workflows_settings.MAX_PAYLOAD_BYTES
-        if limit and size > limit:
-            raise PayloadTooLargeError(
-                f"{what} is {size} bytes, more than WORKFLOWS['MAX_PAYLOAD_BYTES'] ({limit})."
-            )
-
     # Protocol
 
     def start(self, tx: Transaction) -> None:
-        self._check_payload(f"The input of workflow {tx.workflow_id}", tx.payload)
+        problem = check_storable(f"The input of workflow {tx.workflow_id}", tx.payload)
+        if problem is not None:
+            raise problem
         redact = self._redactor()
         now = timezone.now()
         lease = lease_seconds()
@@ -121,7 +110,7 @@ class OrmStorage:
             transaction_id=tx.transaction_id,
             run_id=tx.run_id,
             state=TransactionState.INVOKING,
-            status="RUNNING",
+            status=AttemptStatus.RUNNING,
             execution=self._flow(tx, redact),
             context={"data": {"payload": payload, "invoke": {}, "compensate": {}}, "errors": []},
             input_payload=payload,
@@ -279,7 +268,7 @@ class OrmStorage:
                 iterations.append(record)
                 continue
             replay[key] = record
-            if step.status == "WAITING":
+            if step.status == AttemptStatus.WAITING:
                 handle.waiting.add(key)
         tx.replay = replay
         tx.iteration_records = iterations
@@ -354,7 +343,7 @@ class OrmStorage:
                         f"Step {record.step_path} attempt {record.attempt} was already recorded "
                         "by another executor."
                     ) from None
-            if record.status == "WAITING":
+            if record.status == AttemptStatus.WAITING:
                 handle.waiting.add(key)
         self._renew_lease(tx)
 
@@ -443,7 +432,7 @@ class OrmStorage:
             )
             handle.lease_until = now.timestamp() + lease
         if final:
-            first = next((e for e in tx.errors if e.handler_type == "invoke"), None)
+            first = next((e for e in tx.errors if e.handler_type == HandlerType.INVOKE), None)
             if first is None and tx.errors:
                 first = tx.errors[0]
             started = to_datetime(tx.started_at)
@@ -517,10 +506,10 @@ class OrmStorage:
         keys = []
         loops = Q()
         for node in tx.definition.nodes:
-            if node.operation == "sub-workflow":
+            if node.operation == Operation.SUB_WORKFLOW:
                 keys.append(f"{prefix}{node.action}:invoke")
-            elif node.operation == "builtin:loop" and (
-                node.extra.get("for_each", {}).get("operation") == "sub-workflow"
+            elif node.operation == Operation.LOOP and (
+                node.extra.get("for_each", {}).get("operation") == Operation.SUB_WORKFLOW
             ):
                 # Children of loop iterations: "<wf>:<tx>:<loop>-<i>:invoke".
                 loops |= Q(parent_step_idempotency_key__startswith=f"{prefix}{node.action}-")

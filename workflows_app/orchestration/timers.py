@@ -1,0 +1,146 @@
+"""Timers and timeouts: step and transaction timeouts, retry intervals, waking up.
+
+A stored run that stops with waiting, paused or scheduled steps arms the scheduler
+for the moment it must resume; on resume ``_wake`` decides which of those steps run
+again and which time out.
+"""
+
+from __future__ import annotations
+
+from .calls import Attempt
+from .errors import StepError, TransactionStepTimeoutError, TransactionTimeoutError, serialize_error
+from .runtime import runtime
+from .states import AttemptStatus, HandlerType, StepState, StepStatus, TransactionState
+from .transaction import StepRun, Transaction, now_ms
+
+
+class Timers:
+    """The timer and timeout part of :class:`~.orchestrator.Orchestrator`."""
+
+    def _transaction_timed_out(self, tx: Transaction) -> bool:
+        timeout = tx.definition.options.get("timeout")
+        if not timeout or tx.started_at is None or tx.timed_out_at is not None:
+            return False
+        if tx.replay:
+            return False
+        return now_ms() > tx.started_at + timeout * 1000
+
+    def _timeout_transaction(self, tx: Transaction, at: int | None = None) -> None:
+        tx.timed_out_at = at or now_ms()
+        culprits = [tx.steps[i] for i in tx.waiting] + [tx.steps[i] for i in tx.paused]
+        culprits += [tx.steps[i] for i in tx.scheduled]
+        tx.waiting.clear()
+        tx.paused = []
+        tx.scheduled.clear()
+        timeout = tx.definition.options.get("timeout")
+        message = f"Transaction {tx.transaction_id} exceeded its timeout of {timeout} seconds"
+        if not culprits and tx.last_settled is not None:
+            error = serialize_error(TransactionTimeoutError(message))
+            tx.errors.append(StepError(tx.last_settled.node.action, HandlerType.INVOKE, error))
+        for run in culprits:
+            run.invoke_state = StepState.TIMEOUT
+            run.invoke_status = StepStatus.PERMANENT_FAILURE
+            run.timed_out_at = tx.timed_out_at
+            error = serialize_error(TransactionTimeoutError(message))
+            tx.errors.append(StepError(run.node.action, HandlerType.INVOKE, error))
+        tx.state = TransactionState.WAITING_TO_COMPENSATE
+        self._emit(tx, "on_timeout")
+
+    def _step_timed_out(self, tx: Transaction, run: StepRun) -> None:
+        run.invoke_state = StepState.TIMEOUT
+        run.invoke_status = StepStatus.PERMANENT_FAILURE
+        exc = TransactionStepTimeoutError(
+            f"Step {run.node.action} exceeded its timeout of {run.node.options.timeout} seconds"
+        )
+        error = serialize_error(exc)
+        step_error = StepError(run.node.action, HandlerType.INVOKE, error)
+        tx.errors.append(step_error)
+        self._emit(tx, "on_step_failure", step=run, errors=[step_error])
+        self._after_permanent_failure(tx, run)
+
+    def _time_out_waiting(self, tx: Transaction, run: StepRun, now: int) -> None:
+        """A waiting step passed its timeout: it fails for good (its late response will
+        be refused), and its log row says so."""
+        tx.waiting.discard(run.node.index)
+        job = Attempt(run, HandlerType.INVOKE)
+        job.started = (run.started_at or now) / 1000
+        job.ended = now / 1000
+        self._record(tx, job, AttemptStatus.TIMED_OUT)
+        run.timed_out_at = now
+        self._step_timed_out(tx, run)
+
+    def _arm_timers(self, tx: Transaction) -> None:
+        """Schedule the resumes that waiting steps, retries and the run's timeout need,
+        and note the earliest in ``tx.wake_at`` (the storage's fallback for lost timers)."""
+        now = now_ms()
+        scheduler = runtime.scheduler
+        workflow_id, transaction_id = tx.workflow_id, tx.transaction_id
+        prefix = f"{workflow_id}:{transaction_id}"
+        wake: list[int] = []
+
+        def arm(due: int, key: str) -> None:
+            scheduler.schedule(workflow_id, transaction_id, max(due - now, 0) / 1000, key)
+            wake.append(due)
+
+        for index in tx.waiting:
+            run = tx.steps[index]
+            if run.step_failed:
+                continue
+            options = run.node.options
+            if options.timeout and run.started_at is not None:
+                due = run.started_at + int(options.timeout * 1000)
+                arm(due, f"step_timeout:{prefix}:{run.action}")
+            if options.retry_interval_awaiting and self._may_reawait(run):
+                due = (run.last_attempt or now) + int(options.retry_interval_awaiting * 1000)
+                arm(due, f"retry_awaiting:{prefix}:{run.action}")
+        for index in tx.scheduled:
+            run = tx.steps[index]
+            interval = run.node.options.retry_interval or 0
+            wake.append((run.last_attempt or now) + int(interval * 1000))
+        timeout = tx.definition.options.get("timeout")
+        if timeout and tx.timed_out_at is None and tx.started_at is not None:
+            arm(tx.started_at + int(timeout * 1000), f"transaction_timeout:{prefix}")
+        tx.wake_at = min(wake) if wake else None
+
+    @staticmethod
+    def _may_reawait(run: StepRun) -> bool:
+        limit = run.node.options.max_awaiting_retries
+        return limit is None or run.attempts < limit
+
+    def _wake(self, tx: Transaction) -> None:
+        """On resume: re-invoke paused steps and those whose retry interval is over;
+        time out waiting steps past their timeout; re-invoke waiting steps whose
+        ``retry_interval_awaiting`` is over."""
+        now = now_ms()
+        if tx.waiting:
+            for index in list(tx.waiting):
+                run = tx.steps[index]
+                if run.step_failed:
+                    continue
+                options = run.node.options
+                timeout = options.timeout
+                if timeout and run.started_at is not None and now > run.started_at + timeout * 1000:
+                    self._time_out_waiting(tx, run, now)
+                    continue
+                interval = options.retry_interval_awaiting
+                if (
+                    interval
+                    and self._may_reawait(run)
+                    and now >= (run.last_attempt or 0) + interval * 1000
+                ):
+                    tx.waiting.discard(index)
+                    tx.ready.append(index)
+        if tx.paused:
+            for index in tx.paused:
+                run = tx.steps[index]
+                run.temporary_failed_at = None
+                tx.ready.append(index)
+            tx.paused = []
+        if tx.scheduled:
+            for index in list(tx.scheduled):
+                run = tx.steps[index]
+                interval = run.node.options.retry_interval or 0
+                if run.last_attempt is None or now >= run.last_attempt + interval * 1000:
+                    tx.scheduled.discard(index)
+                    run.has_scheduled_retry = False
+                    tx.ready.append(index)
