@@ -2,7 +2,7 @@
 
 The database comes from ``DATABASE_URL`` (default: an SQLite file beside this
 project, so the demo needs no services); ``REDIS_URL`` switches django-q2 from the
-ORM broker to Redis.
+database broker to Redis.
 """
 
 import os
@@ -121,10 +121,10 @@ Q_CLUSTER = {
     "poll": 0.05,
     "label": "Task queue",
 }
+# No broker named: workflows_app picks its PostgreSQL broker on PostgreSQL and
+# django-q2's ORM broker on SQLite (workflows_app.brokers).
 if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
-else:
-    Q_CLUSTER["orm"] = "default"
 
 # Under pytest, background work runs in-process on a virtual clock
 # (workflows_app.testing.advance); the tests that start real qcluster workers set

@@ -8,6 +8,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 from rest_framework.permissions import IsAdminUser
 
+from workflows_app import brokers
 from workflows_app import checks as checks_module
 from workflows_app.background import DjangoQScheduler
 from workflows_app.checks import (
@@ -171,7 +172,7 @@ def test_a_missing_q_cluster_is_e004_only(settings):
     [error] = check_django_q_setup()
     assert (error.id, error.level) == ("workflows_app.E004", checks.ERROR)
     assert "Q_CLUSTER is not set" in error.msg
-    assert 'Q_CLUSTER = {"name": "workflows", "orm": "default"' in error.hint
+    assert 'Q_CLUSTER = {"name": "workflows", "timeout": 300, "retry": 420}' in error.hint
 
 
 def test_e003_when_django_q_is_not_installed(settings):
@@ -268,3 +269,36 @@ def test_a_cron_schedule_without_croniter_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "croniter", None)  # import croniter -> ImportError
     with pytest.raises(ImproperlyConfigured, match=r"pip install 'workflows-app\[cron\]'"):
         next_cron_time("0 2 * * *", datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC))
+
+
+@pytest.mark.parametrize("broker", [{}, {"name": "workflows"}])
+def test_w002_silent_when_no_broker_is_named(broker):
+    # The app then picks a database broker, not django-q2's Redis default.
+    q_cluster = {"timeout": 300, "retry": 420, **broker}
+    with override_settings(WORKFLOWS={"BACKGROUND": "django_q"}, Q_CLUSTER=q_cluster):
+        assert check_q_cluster() == []
+        assert not brokers.uses_redis()
+
+
+def test_e006_postgres_broker_on_a_database_that_cannot_carry_it():
+    q_cluster = {
+        "timeout": 300,
+        "retry": 420,
+        "broker_class": brokers.POSTGRES_BROKER,
+        "orm": "not-a-database",
+    }
+    with override_settings(WORKFLOWS={"BACKGROUND": "django_q"}, Q_CLUSTER=q_cluster):
+        messages = check_q_cluster()
+    assert ids(messages) == ["workflows_app.E006"]
+    assert messages[0].level == checks.ERROR
+
+
+def test_default_broker_follows_the_database(is_postgres):
+    expected = {"orm": "default"}
+    if is_postgres:
+        expected["broker_class"] = brokers.POSTGRES_BROKER
+    assert brokers.default_broker({"timeout": 300}) == expected
+    assert brokers.default_broker({"redis": "redis://localhost:6379/0"}) == {}
+    q_cluster = {"timeout": 300, "retry": 420, **expected}
+    with override_settings(WORKFLOWS={"BACKGROUND": "django_q"}, Q_CLUSTER=q_cluster):
+        assert check_q_cluster() == []

@@ -16,10 +16,12 @@ class WorkflowsAppConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from django.apps import apps
         from django.utils.module_loading import autodiscover_modules
 
         from . import checks  # noqa: F401  (registers the system checks)
         from .background import build_scheduler
+        from .brokers import apply_default_broker
         from .conf import workflows_settings
         from .engine import workflow_engine
         from .orchestration import runtime
@@ -41,6 +43,8 @@ class WorkflowsAppConfig(AppConfig):
                 values["scheduler"] = build_scheduler(background)
             runtime.configure(**values)
 
+        if apps.is_installed("django_q"):
+            apply_default_broker()
         runtime.configure(storage=OrmStorage(), nested_finished=workflow_engine.complete_parent)
         apply_settings()
         workflows_settings.on_reload(apply_settings)

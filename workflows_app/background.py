@@ -4,8 +4,9 @@
 
 - ``"django_q"``: django-q2 tasks (``workflows_app.tasks``, ids only) for work to
   do now, ``Schedule.ONCE`` rows for delays, CRON/MINUTES schedules for recurring
-  jobs. With the ORM broker the enqueue joins the database transaction that hands
-  the run over; with Redis it is sent after that transaction commits.
+  jobs. With a database broker (PostgreSQL or ORM, see :mod:`workflows_app.brokers`)
+  the enqueue joins the database transaction that hands the run over; with Redis it
+  is sent after that transaction commits.
 - ``"immediate"``: for tests. Work to do now runs in this process at once; delays
   and recurring jobs wait on a virtual clock moved by
   :func:`workflows_app.testing.advance`.
@@ -24,12 +25,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.apps import apps
-from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
+from .brokers import uses_redis
 from .orchestration.clock import clock
 
 logger = logging.getLogger("workflows_app")
@@ -75,16 +76,6 @@ class Recurrence:
         return moment + datetime.timedelta(seconds=float(self.every or 60))
 
 
-# Q_CLUSTER keys that select a broker other than Redis (django-q2's get_broker order).
-NON_REDIS_BROKER_KEYS = ("broker_class", "iron_mq", "sqs", "orm", "mongo")
-
-
-def uses_redis() -> bool:
-    """Whether django-q2 uses its Redis broker (no ``orm``/other broker configured)."""
-    conf = getattr(settings, "Q_CLUSTER", {}) or {}
-    return not any(conf.get(key) for key in NON_REDIS_BROKER_KEYS)
-
-
 class DjangoQScheduler:
     """Background work through django-q2."""
 
@@ -92,7 +83,7 @@ class DjangoQScheduler:
 
     @property
     def transactional(self) -> bool:
-        # ORM broker: the queue row is written in the caller's transaction.
+        # PostgreSQL and ORM brokers: the queue row is written in the caller's transaction.
         return not uses_redis()
 
     def enqueue(self, workflow_id: str, transaction_id: str) -> None:

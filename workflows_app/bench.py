@@ -39,6 +39,7 @@ from django.test.utils import override_settings
 
 import workflows_app
 
+from . import brokers
 from .conf import workflows_settings
 from .engine import workflow_engine
 from .sdk import (
@@ -326,19 +327,6 @@ def _background(key: str) -> Workload:
     )
 
 
-def broker_name() -> str:
-    """``"redis"`` or ``"orm"`` (or another django-q2 broker): where the tasks go."""
-    from .background import uses_redis
-
-    if uses_redis():
-        return "redis"
-    conf = getattr(settings, "Q_CLUSTER", {}) or {}
-    for key in ("orm", "broker_class", "sqs", "iron_mq", "mongo"):
-        if conf.get(key):
-            return key
-    return "unknown"
-
-
 class WorkerCluster:
     """A ``qcluster`` with ``workers`` worker processes (``workflows_app.bench_worker``),
     in its own process group, on this process's settings and database."""
@@ -524,7 +512,7 @@ def _time_background(item: Workload, n: int, workers: WorkerCluster) -> dict:
         "enqueue_seconds": round(enqueue_seconds, 6),
         "enqueue_per_s": round(n / enqueue_seconds, 1),
         "workers": workers.workers,
-        "broker": broker_name(),
+        "broker": brokers.broker_name(),
         "worker_persistent_connections": workers.persistent_connections,
         "warmup_runs": warm,
     }

@@ -18,7 +18,7 @@ from django.core.checks import Warning as CheckWarning
 from django.utils.functional import Promise
 from django.utils.module_loading import import_string
 
-from .background import NON_REDIS_BROKER_KEYS, uses_redis
+from . import brokers
 from .conf import DEFAULTS
 
 TAG = "workflows_app"
@@ -129,11 +129,9 @@ def check_workflows_settings(app_configs: Any = None, **kwargs: Any) -> list[Che
     return messages
 
 
-# The smallest Q_CLUSTER that works everywhere: django-q2's ORM broker in the default
-# database, 'retry' above 'timeout' (see W001).
-Q_CLUSTER_EXAMPLE = (
-    'Q_CLUSTER = {"name": "workflows", "orm": "default", "timeout": 300, "retry": 420}'
-)
+# The smallest Q_CLUSTER that works everywhere: no broker named (the app picks a
+# database broker, see workflows_app.brokers), 'retry' above 'timeout' (see W001).
+Q_CLUSTER_EXAMPLE = 'Q_CLUSTER = {"name": "workflows", "timeout": 300, "retry": 420}'
 
 
 def _missing_module(name: str) -> bool:
@@ -185,7 +183,7 @@ def check_extras(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     if (
         _background() == "django_q"
         and isinstance(q_cluster, Mapping)
-        and uses_redis()
+        and brokers.uses_redis()
         and _missing_module("redis")
     ):
         needs["redis"] = "Q_CLUSTER uses django-q2's Redis broker (it sets no other broker)"
@@ -217,8 +215,9 @@ def _cron_expression(schedule: Any) -> str | None:
 
 @register(Tags.compatibility, TAG)
 def check_q_cluster(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    """``workflows_app.W001`` (retry not above timeout) and ``W002`` (Redis broker), for
-    a ``Q_CLUSTER`` that is set (``E004`` reports a missing one)."""
+    """``workflows_app.W001`` (retry not above timeout), ``W002`` (Redis broker) and
+    ``E006`` (the PostgreSQL broker on a database that cannot carry it), for a
+    ``Q_CLUSTER`` that is set (``E004`` reports a missing one)."""
     q_cluster = getattr(settings, "Q_CLUSTER", None)
     if not isinstance(q_cluster, Mapping):
         return []
@@ -248,22 +247,38 @@ def check_q_cluster(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage
             CheckWarning(problem, hint=why, obj="settings.Q_CLUSTER", id="workflows_app.W001")
         )
 
-    if uses_django_q and uses_redis():
+    if uses_django_q and brokers.uses_redis():
         messages.append(
             CheckWarning(
-                "Q_CLUSTER selects django-q2's Redis broker (it sets none of "
-                + ", ".join(repr(key) for key in NON_REDIS_BROKER_KEYS)
-                + "), which has no delivery receipts.",
+                "Q_CLUSTER selects django-q2's Redis broker, which has no delivery receipts.",
                 hint=(
                     "If a worker or the cluster dies, Redis loses the tasks it was "
                     "running. workflows_app's recovery sweep ('manage.py workflows "
                     "recover', also run by the recovery schedule every "
                     "WORKFLOWS['RECOVERY_INTERVAL_SECONDS']) resumes those executions "
-                    "once their lease expires; keep that schedule enabled, or use the "
-                    "ORM broker ({'orm': 'default'}) for redelivery by django-q2 itself."
+                    "once their lease expires; keep that schedule enabled, or name no "
+                    "broker in Q_CLUSTER (a database broker) for redelivery by "
+                    "django-q2 itself."
                 ),
                 obj="settings.Q_CLUSTER",
                 id="workflows_app.W002",
+            )
+        )
+
+    alias = q_cluster.get("orm") or brokers.DEFAULT_ALIAS
+    if q_cluster.get("broker_class") == brokers.POSTGRES_BROKER and not (
+        brokers.supports_postgres_broker(alias)
+    ):
+        messages.append(
+            Error(
+                f"Q_CLUSTER names the PostgreSQL broker, but database {alias!r} is not "
+                "PostgreSQL reached through psycopg2.",
+                hint=(
+                    "Remove 'broker_class' (the app then picks the ORM broker for this "
+                    "database), or point Q_CLUSTER['orm'] at a PostgreSQL database."
+                ),
+                obj="settings.Q_CLUSTER",
+                id="workflows_app.E006",
             )
         )
     return messages

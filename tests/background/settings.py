@@ -2,8 +2,9 @@
 workers when pointed here): the project settings plus the test app that defines the
 ``bg-*`` workflows, with short django-q2 timings so that a test's failures show fast.
 
-Extra environment variables: ``BG_Q_TIMEOUT`` / ``BG_Q_RETRY`` (django-q2 ``timeout``
-and ``retry``, seconds) and ``BG_LEASE_SECONDS`` (``WORKFLOWS["LEASE_SECONDS"]``).
+Extra environment variables: ``BG_Q_TIMEOUT`` / ``BG_Q_RETRY`` / ``BG_Q_BULK`` (django-q2
+``timeout`` and ``retry`` in seconds, ``bulk``), ``BG_Q_ORM=1`` (django-q2's ORM broker
+instead of the app's default) and ``BG_LEASE_SECONDS`` (``WORKFLOWS["LEASE_SECONDS"]``).
 """
 
 import os
@@ -17,7 +18,10 @@ Q_CLUSTER = {
     **Q_CLUSTER,
     "timeout": int(os.environ.get("BG_Q_TIMEOUT", "20")),
     "retry": int(os.environ.get("BG_Q_RETRY", "30")),
+    "bulk": int(os.environ.get("BG_Q_BULK", "1")),
 }
+if os.environ.get("BG_Q_ORM") == "1":
+    Q_CLUSTER["orm"] = "default"
 
 WORKFLOWS = {
     **WORKFLOWS,

@@ -235,6 +235,7 @@ def redis_broker(settings: Any, monkeypatch: pytest.MonkeyPatch):
     conf = {key: value for key, value in settings.Q_CLUSTER.items() if key != "orm"}
     settings.Q_CLUSTER = {**conf, "redis": url}
     monkeypatch.setattr(Conf, "ORM", None)
+    monkeypatch.setattr(Conf, "BROKER_CLASS", None)
     monkeypatch.setattr(Conf, "REDIS", url)
     yield url
     client.flushdb()
