@@ -11,7 +11,8 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from workflows_app import bench
+from workflows_app.bench import runner as bench
+from workflows_app.bench import workloads
 from workflows_app.models import WorkflowExecution
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -126,7 +127,7 @@ def test_checks_reject_wrong_answers():
 
     compensate = bench.workload("compensate5")
     compensate.run_once(1)
-    bench._compensated.reverse()
+    workloads._compensated.reverse()
     with pytest.raises(bench.BenchmarkError, match="compensation order"):
         compensate.check(SimpleNamespace(), 1)
 
@@ -159,7 +160,8 @@ def test_background_runs_through_a_django_q_cluster():
     assert result["runs"] == 20
     assert result["steps_per_run"] == 3
     assert result["workers"] == 2
-    assert result["broker"] == "orm"
+    # The app's default broker on PostgreSQL.
+    assert result["broker"] == "postgres"
     assert result["runs_per_s"] == pytest.approx(20 / result["seconds"], rel=0.01)
     assert 0 < result["p50_ms"] <= result["p95_ms"] <= result["max_ms"]
     # Every run (20 warm-up + 20 timed) finished in the workers and kept its row.
@@ -167,3 +169,54 @@ def test_background_runs_through_a_django_q_cluster():
     assert rows.count() == 40
     assert set(rows.values_list("state", flat=True)) == {"done"}
     assert not rows.filter(step_executions__status="FAILED").exists()
+
+
+def test_concurrency_reports_each_runner_count():
+    report = json.loads(
+        bench_output("--n", "20", "--only", "chain5", "--concurrency", "1,2", "--json")
+    )
+    assert set(report) == {"chain5", "versions", "config"}
+    assert set(report["chain5"]) == {"1", "2"}
+    for runners in (1, 2):
+        result = report["chain5"][str(runners)]
+        assert set(result) >= FIELDS | {"runners", "runs_per_runner"}
+        assert result["runners"] == runners
+        assert result["runs"] == 20 * runners
+        assert result["runs_per_s"] == pytest.approx(result["runs"] / result["seconds"], rel=0.01)
+    assert report["config"]["concurrency"] == [1, 2]
+
+
+def test_concurrency_readable_output_names_the_runner_count():
+    text = bench_output("--n", "20", "--only", "chain5", "--concurrency", "3")
+    assert text.split()[:3] == ["chain5", "x3", "60"]
+
+
+@pytest.mark.parametrize("value", ["0", "two", "1,,4", "-1"])
+def test_bad_concurrency_is_an_error(value):
+    with pytest.raises(CommandError, match="positive integers"):
+        bench_output("--n", "20", "--only", "chain5", "--concurrency", value)
+
+
+def test_concurrency_does_not_apply_to_background():
+    with pytest.raises(CommandError, match="does not apply"):
+        bench_output("--n", "20", "--only", "background", "--concurrency", "2")
+
+
+def test_concurrent_stored_runs_refuse_sqlite(is_postgres):
+    if is_postgres:
+        pytest.skip("the refusal is for SQLite")
+    with pytest.raises(CommandError, match="--concurrency needs a database"):
+        bench_output("--n", "20", "--only", "chain5_stored", "--concurrency", "2")
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_concurrent_stored_runs_are_all_stored():
+    report = json.loads(
+        bench_output("--n", "20", "--only", "chain5_stored", "--concurrency", "3", "--json")
+    )
+    assert report["chain5_stored"]["3"]["runs"] == 60
+    rows = WorkflowExecution.objects.filter(workflow_id="bench-chain5-stored")
+    # Three runners, each with 20 warm-up and 20 timed runs.
+    assert rows.count() == 120
+    assert set(rows.values_list("state", flat=True)) == {"done"}

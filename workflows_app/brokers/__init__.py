@@ -85,4 +85,20 @@ def apply_default_broker() -> dict[str, str]:
 
         Conf.BROKER_CLASS = applied.get("broker_class")
         Conf.ORM = applied["orm"]
+        _register_queue_admin()
     return applied
+
+
+def _register_queue_admin() -> None:
+    """django-q2's "Queued tasks" admin page, which it registers only when ``orm`` was
+    in ``Q_CLUSTER`` as its admin module loaded (before this default applied)."""
+    from django.apps import apps
+
+    if not apps.is_installed("django.contrib.admin"):
+        return
+    from django.contrib import admin
+    from django_q.admin import QueueAdmin
+    from django_q.models import OrmQ
+
+    if not admin.site.is_registered(OrmQ):
+        admin.site.register(OrmQ, QueueAdmin)

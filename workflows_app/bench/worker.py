@@ -1,6 +1,6 @@
-"""The django-q2 cluster of the ``background`` benchmark (``python -m workflows_app.bench_worker``).
+"""The django-q2 cluster of the ``background`` benchmark (``python -m workflows_app.bench.worker``).
 
-:func:`workflows_app.bench.measure_background` starts it; it is not meant to be run by
+:func:`workflows_app.bench.background.measure_background` starts it; it is not meant to be run by
 hand. It sets Django up with the bench process's settings module, points the default
 database at the bench's own (which may be a test database the settings do not name),
 keeps database connections open between tasks unless the project sets ``CONN_MAX_AGE``
@@ -43,13 +43,13 @@ def main() -> int:
     from django.core.management import call_command
     from django_q.conf import Conf
 
-    from workflows_app import bench
+    from workflows_app.bench.workloads import BACKGROUND_KEY, workload
 
     workers = os.environ.get(WORKERS_ENV)
     if workers:
         Conf.WORKERS = int(workers)
     # Registered here, before the cluster forks its workers, which inherit it.
-    bench.workload(bench.BACKGROUND_KEY)
+    workload(BACKGROUND_KEY)
     call_command("qcluster")
     return 0
 
