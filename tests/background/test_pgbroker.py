@@ -25,11 +25,10 @@ from django_q.tasks import async_task
 
 from tests.background.bgapp import tasks as bg_tasks
 from tests.background.test_qcluster import wait_until
+from tests.support import database_url
 from workflows_app import brokers
 from workflows_app.brokers import postgres
 from workflows_app.brokers.postgres import PostgresBroker
-
-from .conftest import database_url
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
