@@ -116,3 +116,16 @@ def test_swagger_ui_uses_local_sidecar_files(anon_client):
     assert "/api/schema/" in html
     assert finders.find("drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js")
     assert finders.find("drf_spectacular_sidecar/swagger-ui-dist/swagger-ui.css")
+
+
+@override_settings(ROOT_URLCONF="tests.api.urls_prefixed")
+def test_schema_root_and_docs_follow_the_hosts_prefix(anon_client):
+    schema = anon_client.get("/ops/workflows-api/schema/", {"format": "json"}).json()
+    # Only the app's routes, under the host's prefix; the host's own URLs stay out.
+    assert set(schema["paths"]) == {
+        path.replace("/api/", "/ops/workflows-api/", 1) for path in ROUTES
+    }
+    root = anon_client.get("/ops/workflows-api/").json()
+    assert root["schema"] == "http://testserver/ops/workflows-api/schema/"
+    docs = anon_client.get("/ops/workflows-api/docs/").content.decode()
+    assert "/ops/workflows-api/schema/?format=json" in docs

@@ -122,11 +122,13 @@ class DocsView(APIView):
         return Response(
             {
                 "title": SCHEMA_SETTINGS["TITLE"],
-                "schema_url": schema_url + "?format=json",
+                "config": {
+                    "schema_url": schema_url + "?format=json",
+                    "csrf_token": get_token(request),
+                },
                 "css": self.asset("swagger-ui.css"),
                 "bundle": self.asset("swagger-ui-bundle.js"),
                 "preset": self.asset("swagger-ui-standalone-preset.js"),
-                "csrf": get_token(request),
             },
             headers={"Cross-Origin-Opener-Policy": "unsafe-none"},
         )
