@@ -11,7 +11,6 @@ from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -34,7 +33,6 @@ from ..status import TransactionState
 from .changelist import (
     EstimatedCountPaginator,
     ExecutionChangeList,
-    ExecutionQuerySet,
     WorkflowFilter,
 )
 from .display import (
@@ -100,21 +98,8 @@ class WorkflowExecutionAdmin(admin.ModelAdmin):
     def get_changelist(self, request, **kwargs):
         return ExecutionChangeList
 
-    def get_queryset(self, request):
-        queryset = super().get_queryset(request)
-        return ExecutionQuerySet(
-            model=queryset.model, query=queryset.query, using=queryset._db, hints=queryset._hints
-        )
-
     def get_search_results(self, request, queryset, search_term):
-        term = search_term.strip()
-        if not term:
-            return queryset, False
-        ids = {term}
-        if not term.startswith(EXECUTION_ID_PREFIX):
-            ids.add(EXECUTION_ID_PREFIX + term)
-        condition = Q(pk__in=ids) | Q(transaction_id=term) | Q(workflow_id=term)
-        return queryset.filter(condition), False
+        return queryset.matching(search_term, EXECUTION_ID_PREFIX), False
 
     @admin.display(description=_("State"), ordering="state")
     def state_display(self, obj: WorkflowExecution) -> str:
