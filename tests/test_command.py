@@ -284,7 +284,8 @@ def test_show_of_a_transaction_id_used_by_two_workflows_needs_workflow():
 
 def _expire(name: str) -> None:
     WorkflowExecution.objects.filter(workflow_id=name).update(
-        updated_at=timezone.now() - timedelta(hours=2)
+        updated_at=timezone.now() - timedelta(hours=2),
+        expires_at=timezone.now() - timedelta(seconds=1),
     )
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from .models import StepExecution, WorkflowExecution
+from .models import WorkflowExecution
 from .orchestration import (
     InvalidStepStateError,
     StepResponse,
@@ -31,7 +31,6 @@ from .orchestration import (
 )
 from .sdk import RunResult, Workflow, get_workflow, list_workflows
 from .sdk.workflows import EVENT_NAMES, resume_transaction
-from .status import FINISHED_STATES
 
 logger = logging.getLogger("workflows_app")
 
@@ -399,42 +398,9 @@ class WorkflowEngine:
     def clear_expired_executions(
         self, batch_size: int = 10000, progress: Callable[[int], Any] | None = None
     ) -> int:
-        """Delete finished executions whose retention is over, in batches."""
-        now = timezone.now()
-        total = 0
-        base = WorkflowExecution.objects.filter(
-            retention_time__isnull=False, state__in=FINISHED_STATES, updated_at__lte=now
-        )
-        cursor_time = None
-        while True:
-            candidates = base
-            if cursor_time is not None:
-                candidates = candidates.filter(updated_at__gte=cursor_time)
-            rows = list(
-                candidates.order_by("updated_at").values_list("pk", "updated_at", "retention_time")[
-                    :batch_size
-                ]
-            )
-            if not rows:
-                break
-            expired = [
-                pk
-                for pk, updated_at, retention in rows
-                if updated_at + datetime.timedelta(seconds=retention) <= now
-            ]
-            if expired:
-                StepExecution.objects.filter(execution_id__in=expired).delete()
-                WorkflowExecution.objects.filter(pk__in=expired, state__in=FINISHED_STATES).delete()
-                total += len(expired)
-                if progress is not None:
-                    progress(total)
-            if len(rows) < batch_size:
-                break
-            last = rows[-1][1]
-            if cursor_time == last and not expired:
-                break
-            cursor_time = last
-        return total
+        """Delete finished executions whose retention is over, in batches (see
+        :meth:`~workflows_app.managers.WorkflowExecutionQuerySet.delete_expired`)."""
+        return WorkflowExecution.objects.delete_expired(batch_size, progress=progress)
 
     def recover(
         self, now: datetime.datetime | None = None, limit: int = 1000, hand_over: bool = False

@@ -177,7 +177,13 @@ class WorkflowExecution(models.Model):
     updated_at = models.DateTimeField(
         _("updated at"),
         default=timezone.now,
-        help_text=_("Last write; retention is counted from here."),
+        help_text=_("Last write of the row."),
+    )
+    expires_at = models.DateTimeField(
+        _("expires at"),
+        null=True,
+        blank=True,
+        help_text=_("End of the finished run's retention; the cleanup deletes it from then on."),
     )
     deleted_at = models.DateTimeField(
         _("deleted at"),
@@ -213,9 +219,9 @@ class WorkflowExecution(models.Model):
             models.Index(fields=["created_at", "id"], name="wf_exec_created_id_idx"),
             models.Index(fields=["state", "updated_at"], name="wf_exec_state_updated_idx"),
             models.Index(
-                fields=["updated_at"],
-                condition=Q(retention_time__isnull=False, state__in=FINISHED_STATES),
-                name="wf_exec_retention_idx",
+                fields=["expires_at", "id"],
+                condition=Q(expires_at__isnull=False),
+                name="wf_exec_expires_idx",
             ),
             models.Index(
                 fields=["lease_expires_at"],

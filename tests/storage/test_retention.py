@@ -169,8 +169,11 @@ def test_idempotent_workflow_returns_stored_result_without_running_steps():
 
 
 def _expire(workflow_id: str, seconds: int = 10) -> None:
+    """Move the rows' last write ``seconds`` into the past, with their expiry."""
     past = timezone.now() - timedelta(seconds=seconds)
-    WorkflowExecution.objects.filter(workflow_id=workflow_id).update(updated_at=past)
+    for row in WorkflowExecution.objects.filter(workflow_id=workflow_id):
+        expires = None if row.expires_at is None else past + timedelta(seconds=row.retention_time)
+        WorkflowExecution.objects.filter(pk=row.pk).update(updated_at=past, expires_at=expires)
 
 
 def test_clear_expired_executions_deletes_only_finished_expired_rows():
@@ -253,3 +256,81 @@ def test_idempotent_failed_workflow_gives_the_same_error_without_running_steps()
     assert second.acknowledgement["has_failed"] is True
     assert [e.error["message"] for e in second.errors] == [f"{steps[1]} exploded"]
     assert [r.state for r in rows(name)] == ["reverted"]
+
+
+def _finished_row(transaction_id: str, expires_at, state: str = "done", **fields):
+    values = {
+        "workflow_id": "retention-rows",
+        "transaction_id": transaction_id,
+        "run_id": f"run-{transaction_id}",
+        "state": state,
+        "retention_time": 60,
+        "expires_at": expires_at,
+    }
+    values.update(fields)
+    row = WorkflowExecution.objects.create(**values)
+    StepExecution.objects.create(execution=row, step_id="a", step_path="_root.a")
+    return row
+
+
+def test_finishing_sets_expires_at_from_the_retention():
+    calls = Calls()
+    name, _ = chain_workflow(1, calls, store=True, retention_time=3600)
+    workflow_engine.run(name, transaction_id="expiry")
+    [row] = rows(name)
+    assert row.expires_at == row.updated_at + timedelta(seconds=3600)
+
+
+def test_ties_larger_than_a_batch_do_not_stop_the_sweep():
+    now = timezone.now()
+    # More unexpired rows than a batch share one last write and one expiry...
+    same = now - timedelta(seconds=30)
+    for i in range(5):
+        _finished_row(f"keep-{i}", now + timedelta(seconds=30), updated_at=same)
+    # ...and more expired rows than a batch share one expiry.
+    for i in range(5):
+        _finished_row(f"old-{i}", now - timedelta(seconds=1), updated_at=same)
+    progress: list[int] = []
+
+    deleted = workflow_engine.clear_expired_executions(batch_size=2, progress=progress.append)
+
+    assert deleted == 5
+    assert progress == [2, 4, 5]
+    left = WorkflowExecution.objects.filter(workflow_id="retention-rows")
+    assert sorted(left.values_list("transaction_id", flat=True)) == [f"keep-{i}" for i in range(5)]
+    assert StepExecution.objects.filter(execution__workflow_id="retention-rows").count() == 5
+
+
+def test_running_and_unexpired_rows_are_never_deleted():
+    past = timezone.now() - timedelta(days=1)
+    # A run re-opened (or left by a killed worker) keeps no claim to expiry.
+    _finished_row("running", past, state="compensating")
+    _finished_row("invoking", past, state="invoking")
+    _finished_row("fresh", timezone.now() + timedelta(days=1))
+    _finished_row("no-retention", None, retention_time=None)
+
+    assert workflow_engine.clear_expired_executions(batch_size=1) == 0
+    assert WorkflowExecution.objects.filter(workflow_id="retention-rows").count() == 4
+    assert StepExecution.objects.filter(execution__workflow_id="retention-rows").count() == 4
+
+
+def test_migration_backfills_expires_at_from_updated_at_and_retention():
+    from importlib import import_module
+
+    from django.apps import apps
+    from django.db import connection
+
+    backfill = import_module("workflows_app.migrations.0002_expires_at").backfill_expires_at
+    moment = timezone.now().replace(microsecond=0) - timedelta(hours=1)
+    kept = _finished_row("kept", None, updated_at=moment, retention_time=90)
+    running = _finished_row("running", None, state="invoking", updated_at=moment)
+    gone = _finished_row("no-retention", None, updated_at=moment, retention_time=None)
+
+    with connection.schema_editor() as editor:
+        backfill(apps, editor)
+
+    kept.refresh_from_db()
+    assert kept.expires_at == moment + timedelta(seconds=90)
+    running.refresh_from_db()
+    gone.refresh_from_db()
+    assert running.expires_at is None and gone.expires_at is None

@@ -412,6 +412,9 @@ class OrmStorage:
             "context": context,
             "updated_at": now,
             "version": handle.version + 1,
+            # Only a finished run expires; one that runs again (a cancel of a done
+            # run) is kept until it finishes anew.
+            "expires_at": None,
         }
         if release:
             # A released run normally has no deadline; a queued one, or one waiting for
@@ -439,6 +442,9 @@ class OrmStorage:
             ended = to_datetime(tx.ended_at) or now
             values.update(
                 retention_time=retention,
+                expires_at=None
+                if retention is None
+                else now + datetime.timedelta(seconds=retention),
                 output_payload=redact(tx.result),
                 error=str(first.error.get("message") or "") if first else "",
                 error_stack=(first.error.get("stack") or "") if first else "",

@@ -1,0 +1,179 @@
+#!/usr/bin/env python
+"""Measure the retention cleanup on a large table, while new runs keep running.
+
+    python scripts/measure_cleanup.py --rows 1000000 \\
+        [--database-url postgres://postgres@127.0.0.1:5432/workflows_cleanup] \\
+        [--steps-per-run 0] [--batch-size 10000]
+
+Seeds ``--rows`` executions with ``scripts/measure_list_latency.py`` (same rows, same
+database set-up), then:
+
+1. marks every seeded row finished and not yet expired, and times a sweep
+   (``workflow_engine.clear_expired_executions()``) that finds nothing;
+2. adds ``--steps-per-run`` step rows per execution (0: none, as seeded), marks every
+   seeded row expired, and times the sweep that deletes them all while a thread runs
+   a stored three-step workflow again and again; prints how many of those runs
+   succeeded, failed, and their slowest duration.
+
+The seeded rows are deleted by the second sweep: each invocation seeds again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import measure_list_latency as seeding  # noqa: E402
+
+DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/workflows_cleanup"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--database-url", default=DEFAULT_URL)
+    parser.add_argument("--steps-per-run", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=10_000)
+    return parser.parse_args(argv)
+
+
+def seeded_sql(statement: str, params: list | None = None) -> None:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params or [])
+
+
+def add_steps(per_run: int) -> None:
+    if per_run <= 0:
+        return
+    seeded_sql(
+        """
+        INSERT INTO workflow_step_execution (
+            execution_id, step_id, step_path, step_name, handler_type, operation, status,
+            attempt, iteration, input, output, started_at, ended_at, duration_ms
+        )
+        SELECT e.id, 'step-' || n, '_root.step-' || n, 'step-' || n, 'invoke', 'step',
+               'COMPLETED', 1, 0, '{"order": 1}'::jsonb, '{"ok": true}'::jsonb,
+               e.created_at, e.created_at, 1
+        FROM workflow_execution e CROSS JOIN generate_series(1, %s) AS n
+        WHERE e.workflow_id LIKE 'latency-%%'
+        """,
+        [per_run],
+    )
+
+
+class RunsMeanwhile(threading.Thread):
+    """Runs a stored three-step workflow in a loop until stopped."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(daemon=True)
+        self.workflow = name
+        self.stop = threading.Event()
+        self.succeeded = 0
+        self.failed = 0
+        self.slowest = 0.0
+
+    def run(self) -> None:
+        from django.db import connection
+
+        from workflows_app.engine import workflow_engine
+
+        try:
+            while not self.stop.is_set():
+                started = time.perf_counter()
+                try:
+                    result = workflow_engine.run(self.workflow, input=1, throw_on_error=False)
+                    ok = result.transaction.state == "done"
+                except Exception as exc:  # counted, the run must go on
+                    print(f"run failed: {exc!r}")
+                    ok = False
+                self.slowest = max(self.slowest, time.perf_counter() - started)
+                if ok:
+                    self.succeeded += 1
+                else:
+                    self.failed += 1
+        finally:
+            connection.close()
+
+
+def register_workflow() -> str:
+    from workflows_app.sdk import create_step, create_workflow
+
+    steps = [create_step(f"cleanup-probe-{i}", lambda value, ctx: value) for i in range(3)]
+
+    def compose(payload):
+        value = payload
+        for step in steps:
+            value = step(value)
+        return value
+
+    create_workflow("cleanup-probe", compose, store=True, retention_time=3600)
+    return "cleanup-probe"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    seeding.ensure_postgres_database(args.database_url)
+    seeding.setup_django(args.database_url)
+
+    from django.db import connection
+    from django.utils import timezone
+
+    from workflows_app.engine import workflow_engine
+    from workflows_app.models import WorkflowExecution
+
+    seeding.prepare(args.rows, reseed=True)
+    seeded = "workflow_id LIKE 'latency-%%'"
+    seeded_sql(
+        f"UPDATE workflow_execution SET state = 'done', status = 'COMPLETED', "
+        f"expires_at = %s WHERE {seeded}",
+        [timezone.now() + datetime.timedelta(days=1)],
+    )
+    seeded_sql("VACUUM ANALYZE workflow_execution")
+    print(f"{WorkflowExecution.objects.count()} executions, none expired")
+
+    started = time.perf_counter()
+    deleted = workflow_engine.clear_expired_executions(batch_size=args.batch_size)
+    print(f"sweep with nothing expired: deleted {deleted} in {time.perf_counter() - started:.3f} s")
+
+    add_steps(args.steps_per_run)
+    seeded_sql(
+        f"UPDATE workflow_execution SET expires_at = %s WHERE {seeded}",
+        [timezone.now() - datetime.timedelta(hours=1)],
+    )
+    seeded_sql("VACUUM ANALYZE workflow_execution")
+    seeded_sql("VACUUM ANALYZE workflow_step_execution")
+    steps = connection.cursor()
+    steps.execute("SELECT count(*) FROM workflow_step_execution")
+    print(f"{args.rows} executions expired, {steps.fetchone()[0]} step rows in the table")
+    steps.close()
+
+    runs = RunsMeanwhile(register_workflow())
+    runs.start()
+    time.sleep(1.0)
+    before = runs.succeeded
+    started = time.perf_counter()
+    deleted = workflow_engine.clear_expired_executions(batch_size=args.batch_size)
+    elapsed = time.perf_counter() - started
+    during = runs.succeeded - before
+    runs.stop.set()
+    runs.join(timeout=30)
+    rate = deleted / elapsed
+    print(f"sweep of expired rows: deleted {deleted} in {elapsed:.1f} s ({rate:,.0f} rows/s)")
+    print(
+        f"new runs meanwhile: {during} succeeded during the sweep, {runs.failed} failed, "
+        f"slowest {runs.slowest * 1000:.0f} ms"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
