@@ -87,9 +87,18 @@ class DjangoQScheduler:
         return not uses_redis()
 
     def enqueue(self, workflow_id: str, transaction_id: str) -> None:
-        self.enqueue_task(RESUME_TASK, workflow_id, transaction_id)
+        """Queue the resume of a run that was handed over.
 
-    def enqueue_task(self, func: str, *args: Any) -> None:
+        With Redis the task is sent after the hand-over committed: the run is stored
+        and its row carries a deadline. If the broker refuses the task then, the error
+        is logged and not raised, so the caller gets its committed run (and does not
+        start a second one); the recovery sweep resumes the run once the deadline
+        passes. With the ORM broker the task joins the hand-over's transaction and an
+        error rolls both back.
+        """
+        self.enqueue_task(RESUME_TASK, workflow_id, transaction_id, recoverable=True)
+
+    def enqueue_task(self, func: str, *args: Any, recoverable: bool = False) -> None:
         if not apps.is_installed("django_q"):
             # Without the app django-q2 would push to a Redis nobody configured.
             raise ImproperlyConfigured(
@@ -101,8 +110,21 @@ class DjangoQScheduler:
         def send() -> None:
             async_task(func, *args, save=False)
 
+        def send_after_commit() -> None:
+            try:
+                send()
+            except Exception:
+                if not recoverable:
+                    raise
+                logger.exception(
+                    "The broker did not take %s%r; the run is stored and the recovery "
+                    "sweep resumes it when its hand-over deadline passes",
+                    func,
+                    args,
+                )
+
         if uses_redis():
-            transaction.on_commit(send)
+            transaction.on_commit(send_after_commit)
         else:
             send()
 
