@@ -76,6 +76,8 @@ def test_e001_unknown_keys_are_named_with_the_valid_ones_in_the_hint():
         ("PARALLEL_THREADS", "4"),
         ("PARALLEL_THREADS", 2.5),
         ("PARALLEL_THREADS", True),
+        ("MAX_RECOVERY_FAILURES", 0),
+        ("MAX_RECOVERY_FAILURES", "5"),
         ("MAX_PAYLOAD_BYTES", 0),
         ("MAX_PAYLOAD_BYTES", -1),
         ("MAX_PAYLOAD_BYTES", 1024.0),

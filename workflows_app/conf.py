@@ -43,6 +43,9 @@ DEFAULTS: dict[str, Any] = {
     # also checks them this often (seconds), so retry intervals and timeouts fire on
     # time. 0 leaves it to django-q2.
     "SCHEDULER_TICK_SECONDS": 1,
+    # A run whose recovery fails this many times in a row with the same error is
+    # marked failed with that error instead of being retried by every sweep.
+    "MAX_RECOVERY_FAILURES": 5,
     # How long a worker's claim on a running execution lasts without renewal.
     "LEASE_SECONDS": 30,
     # Keys masked as "[REDACTED]" (case-insensitive, at any depth) before storing.

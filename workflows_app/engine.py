@@ -412,6 +412,7 @@ class WorkflowEngine:
         run here (``manage.py workflows recover``), keeping a lease deadline so
         that a lost task is recovered again."""
         from .storage import OrmStorage
+        from .storage.recovery import clear_recovery_failures, note_recovery_failure
 
         storage = runtime.storage
         if not isinstance(storage, OrmStorage):
@@ -432,10 +433,11 @@ class WorkflowEngine:
                     "Cannot recover %s: workflow %s is not registered", row.pk, row.workflow_id
                 )
                 continue
-            tx = storage.claim(workflow.definition, row, now, dead_owner=dead.get(row.pk))
-            if tx is None:
-                continue
+            tx = None
             try:
+                tx = storage.claim(workflow.definition, row, now, dead_owner=dead.get(row.pk))
+                if tx is None:
+                    continue
                 if hand_over:
                     enqueue = partial(runtime.scheduler.enqueue, tx.workflow_id, tx.transaction_id)
                     storage.save(tx, then=enqueue)
@@ -443,9 +445,14 @@ class WorkflowEngine:
                     tx.events = self._events(tx, None)
                     tx.in_background = True
                     orchestrator.execute(tx)
-            except Exception:
+            except Exception as exc:
                 logger.exception("Recovering %s failed", row.pk)
+                if tx is not None:
+                    storage.abandon(tx)
+                note_recovery_failure(row.pk, workflow.definition.options, exc)
                 continue
+            if row.recovery_failures and not hand_over:
+                clear_recovery_failures(row.pk)
             recovered += 1
         return recovered
 

@@ -179,6 +179,20 @@ class WorkflowExecution(models.Model):
         default=timezone.now,
         help_text=_("Last write of the row."),
     )
+    recovery_failures = models.PositiveIntegerField(
+        _("recovery failures"),
+        default=0,
+        help_text=_(
+            "Consecutive recoveries that failed with the same error; at "
+            "WORKFLOWS['MAX_RECOVERY_FAILURES'] the run is marked failed."
+        ),
+    )
+    recovery_error = models.TextField(
+        _("recovery error"),
+        blank=True,
+        default="",
+        help_text=_("Error of the last failed recovery."),
+    )
     expires_at = models.DateTimeField(
         _("expires at"),
         null=True,

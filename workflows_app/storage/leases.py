@@ -13,7 +13,7 @@ import uuid
 import weakref
 from dataclasses import dataclass, field
 
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from ..conf import workflows_settings
@@ -111,3 +111,28 @@ class LeaseKeeper:
 
 
 lease_keeper = LeaseKeeper()
+
+
+def give_up(handle: Handle) -> None:
+    """Let go of a run whose executing code failed: stop renewing its lease and
+    release it in the database with a deadline of now, so that a command can take it
+    and the next recovery sweep resumes it.
+
+    If the database cannot be reached (the likely cause of the failure) the lease
+    simply runs out: nothing in this process renews it any more.
+    """
+    lease_keeper.release(handle)
+    handle.buffer = []
+    owner, handle.owner = handle.owner, ""
+    if not owner:
+        return
+    try:
+        WorkflowExecution.objects.filter(pk=handle.pk, owner=owner).update(
+            owner="", lease_expires_at=timezone.now()
+        )
+    except DatabaseError:
+        logger.warning(
+            "Could not release execution %s; its lease expires within %s s",
+            handle.pk,
+            lease_seconds(),
+        )

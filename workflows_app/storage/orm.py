@@ -40,7 +40,7 @@ from ..orchestration import (
 )
 from ..redaction import Redactor, mask_sensitive
 from ..status import FINISHED_STATES
-from .leases import Handle, lease_keeper, lease_seconds, new_owner
+from .leases import Handle, give_up, lease_keeper, lease_seconds, new_owner
 from .sql import (
     async_prefix,
     atomic_if_nested,
@@ -167,7 +167,7 @@ class OrmStorage:
                 raise TransactionAlreadyStarted(transaction_id)
             version += 1
             lease_until = until.timestamp()
-        return self.rebuild(definition, row, version=version, owner=owner, lease_until=lease_until)
+        return self._rebuild_claimed(definition, row, version, owner, lease_until)
 
     def claim(
         self,
@@ -189,9 +189,30 @@ class OrmStorage:
         )
         if not claimed:
             return None
-        return self.rebuild(
-            definition, row, version=row.version + 1, owner=owner, lease_until=until.timestamp()
-        )
+        return self._rebuild_claimed(definition, row, row.version + 1, owner, until.timestamp())
+
+    def _rebuild_claimed(
+        self,
+        definition: FlowDefinition,
+        row: WorkflowExecution,
+        version: int,
+        owner: str,
+        lease_until: float,
+    ) -> Transaction:
+        """Rebuild a run this process just claimed; a failure releases the claim."""
+        try:
+            return self.rebuild(
+                definition, row, version=version, owner=owner, lease_until=lease_until
+            )
+        except Exception:
+            give_up(Handle(row.pk, version, owner, lease_until))
+            raise
+
+    def abandon(self, tx: Transaction) -> None:
+        """The code executing ``tx`` failed: release the run (see :func:`give_up`)."""
+        handle = tx.storage_handle
+        if isinstance(handle, Handle):
+            give_up(handle)
 
     def peek(self, definition: FlowDefinition, transaction_id: str) -> Transaction | None:
         """The unfinished transaction, rebuilt without taking its lease."""
