@@ -11,7 +11,8 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
@@ -65,6 +66,25 @@ def acknowledgement(tx: Transaction) -> dict:
         "has_failed": tx.state in (TransactionState.FAILED, TransactionState.REVERTED),
         "state": str(tx.state),
     }
+
+
+def abandon(tx: Transaction) -> None:
+    """Release a stored run whose executing code failed (stops its lease renewal)."""
+    give_up = getattr(runtime.storage, "abandon", None)
+    if tx.stored and give_up is not None:
+        give_up(tx)
+
+
+@contextmanager
+def released_on_error(tx: Transaction) -> Iterator[None]:
+    """Any exception out of the orchestrator or the storage releases the run before it
+    propagates: otherwise the run stays held (commands answer "already started") until
+    its lease runs out, or for good while this process keeps renewing it."""
+    try:
+        yield
+    except Exception:
+        abandon(tx)
+        raise
 
 
 def _process_is_gone(owner: str) -> bool:
@@ -177,7 +197,8 @@ class WorkflowEngine:
         tx = workflow.begin(input, transaction_id, context, events)
         tx.events = self._events(tx, events)
         if not tx.has_finished():
-            orchestrator.execute(tx)
+            with released_on_error(tx):
+                orchestrator.execute(tx)
         return self._result(workflow, tx, throw_on_error)
 
     def set_step_success(
@@ -196,7 +217,8 @@ class WorkflowEngine:
             idempotency_key, workflow_id, transaction_id, step_id, action, "set step success"
         )
         value = response if compensate_input is None else StepResponse(response, compensate_input)
-        orchestrator.set_step_success(tx, step_id, action, value)
+        with released_on_error(tx):
+            orchestrator.set_step_success(tx, step_id, action, value)
         return self._result(workflow, tx, throw_on_error=False)
 
     def set_step_failure(
@@ -214,9 +236,10 @@ class WorkflowEngine:
         workflow, tx, step_id, action = self._waiting(
             idempotency_key, workflow_id, transaction_id, step_id, action, "set step failure"
         )
-        orchestrator.set_step_failure(
-            tx, step_id, action, error or {"message": "Step failed"}, force_permanent_failure
-        )
+        with released_on_error(tx):
+            orchestrator.set_step_failure(
+                tx, step_id, action, error or {"message": "Step failed"}, force_permanent_failure
+            )
         return self._result(workflow, tx, throw_on_error=False)
 
     def retry_step(
@@ -232,7 +255,8 @@ class WorkflowEngine:
         workflow, tx, step_id, action = self._waiting(
             idempotency_key, workflow_id, transaction_id, step_id, action, "retry step"
         )
-        orchestrator.retry_step(tx, step_id, action)
+        with released_on_error(tx):
+            orchestrator.retry_step(tx, step_id, action)
         return self._result(workflow, tx, throw_on_error=False)
 
     def cancel(self, workflow_id: str, transaction_id: str) -> RunResult:
@@ -242,7 +266,8 @@ class WorkflowEngine:
         if tx is None:
             raise TransactionNotFound(f"Transaction {transaction_id} could not be found.")
         tx.events = self._events(tx, None)
-        orchestrator.cancel(tx)
+        with released_on_error(tx):
+            orchestrator.cancel(tx)
         return self._result(workflow, tx, throw_on_error=False)
 
     def retry_compensation(self, workflow_id: str, transaction_id: str) -> RunResult:
@@ -252,7 +277,8 @@ class WorkflowEngine:
         if tx is None:
             raise TransactionNotFound(f"Transaction {transaction_id} could not be found.")
         tx.events = self._events(tx, None)
-        orchestrator.retry_compensation(tx)
+        with released_on_error(tx):
+            orchestrator.retry_compensation(tx)
         return self._result(workflow, tx, throw_on_error=False)
 
     def rerun(self, execution_id: str, throw_on_error: bool = False) -> RunResult:
@@ -272,9 +298,18 @@ class WorkflowEngine:
                 "Cannot resume %s:%s: workflow not registered", workflow_id, transaction_id
             )
             return None
-        return resume_transaction(
-            workflow.name, transaction_id, prepare=lambda tx: self._attach_events(tx)
-        )
+        held: list[Transaction] = []
+
+        def prepare(tx: Transaction) -> None:
+            self._attach_events(tx)
+            held.append(tx)
+
+        try:
+            return resume_transaction(workflow.name, transaction_id, prepare=prepare)
+        except Exception:
+            for tx in held:
+                abandon(tx)
+            raise
 
     def run_scheduled(self, workflow_id: str) -> RunResult | None:
         """One scheduled run; ``None`` when ``concurrency: forbid`` finds one unfinished."""
@@ -448,7 +483,7 @@ class WorkflowEngine:
             except Exception as exc:
                 logger.exception("Recovering %s failed", row.pk)
                 if tx is not None:
-                    storage.abandon(tx)
+                    abandon(tx)
                 note_recovery_failure(row.pk, workflow.definition.options, exc)
                 continue
             if row.recovery_failures and not hand_over:

@@ -175,3 +175,34 @@ def test_kill_9_mid_step_then_recover_runs_each_completed_step_once(tmp_path, mo
     assert {n: runs.count(n) for n in "12345"} == {"1": 1, "2": 1, "3": 2, "4": 1, "5": 1}
     assert runs == ["1", "2", "3", "3", "4", "5"]
     assert len(step_rows(row)) == 5
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_error_inside_a_command_releases_the_run():
+    from workflows_app.orchestration import InvalidTransactionStateError
+    from workflows_app.storage import lease_keeper
+
+    name = uname("released")
+    calls: list[str] = []
+
+    def answer(value, ctx):
+        calls.append("answer")
+
+    waiting = create_step(f"{name}-answer", answer, async_=True)
+    create_workflow(name, lambda n: waiting(n), store=True, retention_time=600)
+    workflow_engine.run(name, input=1, transaction_id="busy")
+
+    # The command claims the run, then the orchestrator refuses it.
+    with pytest.raises(InvalidTransactionStateError):
+        workflow_engine.retry_compensation(name, "busy")
+
+    [row] = rows(name)
+    assert row.owner == ""
+    assert row.lease_expires_at is not None and row.lease_expires_at <= timezone.now()
+    assert all(handle.pk != row.pk for handle in lease_keeper._held.values())
+    # The run is not "already started" elsewhere: the answer goes through at once.
+    result = workflow_engine.set_step_success(
+        workflow_id=name, transaction_id="busy", step_id=f"{name}-answer", response=7
+    )
+    assert result.acknowledgement["state"] == "done"
+    assert calls == ["answer"]

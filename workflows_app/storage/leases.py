@@ -126,13 +126,19 @@ def give_up(handle: Handle) -> None:
     owner, handle.owner = handle.owner, ""
     if not owner:
         return
-    try:
-        WorkflowExecution.objects.filter(pk=handle.pk, owner=owner).update(
-            owner="", lease_expires_at=timezone.now()
-        )
-    except DatabaseError:
-        logger.warning(
-            "Could not release execution %s; its lease expires within %s s",
-            handle.pk,
-            lease_seconds(),
-        )
+    for attempt in (1, 2):
+        try:
+            WorkflowExecution.objects.filter(pk=handle.pk, owner=owner).update(
+                owner="", lease_expires_at=timezone.now()
+            )
+            return
+        except DatabaseError:
+            # A connection broken by a database restart: one more try on a new one.
+            if attempt == 2 or connection.in_atomic_block:
+                break
+            connection.close()
+    logger.warning(
+        "Could not release execution %s; its lease expires within %s s",
+        handle.pk,
+        lease_seconds(),
+    )
