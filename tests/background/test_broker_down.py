@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from tests.storage.helpers import uname
+from tests.support import uname
 from workflows_app.engine import workflow_engine
 from workflows_app.models import WorkflowExecution
 from workflows_app.sdk import StepResponse, create_step, create_workflow
