@@ -283,7 +283,7 @@ def test_the_tables_have_exactly_the_named_indexes():
         "wf_exec_transaction_idx",
         "wf_exec_created_id_idx",
         "wf_exec_state_updated_idx",
-        "wf_exec_retention_idx",
+        "wf_exec_expires_idx",
         "wf_exec_lease_idx",
     }
     assert execution["workflow_execution_run_unique"]["unique"]

@@ -154,6 +154,10 @@ class WorkflowEngine:
     def describe(self, workflow: Workflow) -> dict:
         """A JSON-ready description of a definition (options, steps, hooks, graph)."""
         definition = workflow.definition
+        depends_on: dict[int, list[str]] = {node.index: [] for node in definition.nodes}
+        for node in definition.nodes:
+            for index in node.dependents:
+                depends_on[index].append(node.id)
         steps = []
         for node in definition.nodes:
             steps.append(
@@ -164,11 +168,7 @@ class WorkflowEngine:
                     "operation": node.operation,
                     "definition": node.definition(),
                     "next": [child.id for child in node.tree_children],
-                    "depends_on": [
-                        definition.nodes[i].id
-                        for i in range(len(definition.nodes))
-                        if node.index in definition.nodes[i].dependents
-                    ],
+                    "depends_on": depends_on[node.index],
                 }
             )
         options = {k: v for k, v in workflow.options.items() if k != "name"}

@@ -12,6 +12,7 @@ from django.utils.translation import gettext_lazy as _
 from ulid import ULID
 
 from .managers import WorkflowExecutionManager
+from .orchestration.definition import MAX_STEP_PATH
 from .status import (
     FINISHED_STATES,
     UNFINISHED_STATES,
@@ -304,7 +305,7 @@ class StepExecution(models.Model):
     )
     step_path = models.CharField(
         _("step path"),
-        max_length=1024,
+        max_length=MAX_STEP_PATH,
         help_text=_('Position of the step in the flow, e.g. "_root.a.b".'),
     )
     step_name = models.CharField(

@@ -19,6 +19,11 @@ from .errors import CompositionError
 from .states import Operation
 
 ROOT_ID = "_root"
+#: Levels of ``next`` nesting in a described definition (see ``FlowDefinition.describe``).
+DESCRIBE_DEPTH = 100
+#: Longest step path (``"_root.a.b"``: the step's position) a stored run can record;
+#: a stored workflow with a longer one is refused when it is defined.
+MAX_STEP_PATH = 1024
 
 
 @dataclass(slots=True)
@@ -147,49 +152,38 @@ class FlowDefinition:
         self.root_indices = tuple(n.index for n in self.nodes if n.deps_count == 0)
         self.deps_counts = [n.deps_count for n in self.nodes]
         self.has_async = any(n.options.async_ or n.options.compensate_async for n in self.nodes)
-        self.hash = hashlib.sha256(
-            json.dumps(self.describe(), sort_keys=True, default=str).encode()
-        ).hexdigest()
+        self.hash = self._hash()
 
     def _compile(self) -> None:
         order: list[StepNode] = []
 
-        def visit(node: StepNode, parent: StepNode | None, path: str, depth: int) -> None:
+        # Depth first, in definition order, without recursion: a chain of steps is a
+        # tree as deep as it is long.
+        pending: list[tuple[StepNode, StepNode | None]] = [(r, None) for r in reversed(self.roots)]
+        while pending:
+            node, parent = pending.pop()
             if node.action in self.by_action:
                 raise CompositionError(f"Step {node.action} is already defined in workflow.")
-            node.id = f"{path}.{node.action}"
-            node.depth = depth
+            node.id = f"{parent.id if parent else ROOT_ID}.{node.action}"
+            node.depth = parent.depth + 1 if parent else 1
             node.tree_parent = parent
             node.index = len(order)
             self.by_action[node.action] = node
             order.append(node)
-            for child in node.tree_children:
-                visit(child, node, node.id, depth + 1)
-
-        for root in self.roots:
-            visit(root, None, ROOT_ID, 1)
+            pending.extend((child, node) for child in reversed(node.tree_children))
         self.nodes = order
 
+        # A parent comes before its children in ``order``: its dependencies are known.
         deps: list[set[int]] = [set() for _ in order]
-        deps_resolved: list[bool] = [False] * len(order)
-
-        def deps_of(node: StepNode) -> set[int]:
-            if deps_resolved[node.index]:
-                return deps[node.index]
+        for node in order:
             parent = node.tree_parent
             if parent is None:
-                result: set[int] = set()
-            elif parent.options.no_wait:
-                result = set(deps_of(parent))
+                continue
+            if parent.options.no_wait:
+                deps[node.index] = set(deps[parent.index])
             else:
                 siblings = parent.tree_parent.tree_children if parent.tree_parent else self.roots
-                result = {s.index for s in siblings}
-            deps[node.index] = result
-            deps_resolved[node.index] = True
-            return result
-
-        for node in order:
-            deps_of(node)
+                deps[node.index] = {s.index for s in siblings}
         dependents: list[set[int]] = [set() for _ in order]
         comp_after: list[set[int]] = [set() for _ in order]
         for node in order:
@@ -209,17 +203,36 @@ class FlowDefinition:
             node.comp_before = tuple(sorted(comp_before[node.index]))
 
     def describe(self) -> dict:
-        """The nested definition tree (Medusa's ``definition`` shape)."""
+        """The nested definition tree (Medusa's ``definition`` shape), built without
+        recursion. Nesting stops at :data:`DESCRIBE_DEPTH` levels, which JSON encoders
+        and readers handle: a step at that depth has ``"next": {"continuesAt": <step
+        id>}`` (a list of them for parallel steps), and the steps from there on are
+        in the flat step list (the flow's ``steps``, the description's ``steps``)."""
+        top: dict = {}
+        pending: list[tuple[dict, list[StepNode], int]] = [(top, self.roots, 0)]
+        while pending:
+            holder, kids, depth = pending.pop()
+            if not kids:
+                continue
+            if depth >= DESCRIBE_DEPTH:
+                entries = [{"continuesAt": kid.id} for kid in kids]
+            else:
+                entries = [kid.definition() for kid in kids]
+                pending.extend(
+                    (entry, kid.tree_children, depth + 1)
+                    for entry, kid in zip(entries, kids, strict=True)
+                )
+            holder["next"] = entries[0] if len(entries) == 1 else entries
+        return top
 
-        def tree(node: StepNode) -> dict:
-            data = node.definition()
-            if node.tree_children:
-                kids = [tree(c) for c in node.tree_children]
-                data["next"] = kids[0] if len(kids) == 1 else kids
-            return data
-
-        kids = [tree(r) for r in self.roots]
-        return {"next": kids[0] if len(kids) == 1 else kids} if kids else {}
+    def _hash(self) -> str:
+        """Identity of the step graph; over its description when that nests it whole
+        (the hash stored runs were started with), else over the flat step list."""
+        if max((n.depth for n in self.nodes), default=0) <= DESCRIBE_DEPTH:
+            shape: Any = self.describe()
+        else:
+            shape = [(n.id, n.definition()) for n in self.nodes]
+        return hashlib.sha256(json.dumps(shape, sort_keys=True, default=str).encode()).hexdigest()
 
     def signature(self) -> str:
         """Identity of the definition, ignoring handler object identity (for re-registration)."""

@@ -28,6 +28,7 @@ from ..orchestration import (
     orchestrator,
     runtime,
 )
+from ..orchestration.definition import MAX_STEP_PATH
 from ..orchestration.scheduler import ThreadScheduler
 from .composer import Composition, Hook, WorkflowResponse, composing, current
 from .references import StepRef, compile_value
@@ -156,6 +157,19 @@ def _forces_store(options: dict[str, Any], nodes: list[StepNode]) -> bool:
     return False
 
 
+def _check_step_paths(name: str, nodes: list[StepNode]) -> None:
+    """A stored run records each step's path: refuse a definition whose longest path
+    does not fit, rather than a run that fails half-way."""
+    longest = max(nodes, key=lambda node: len(node.id), default=None)
+    if longest is not None and len(longest.id) > MAX_STEP_PATH:
+        raise CompositionError(
+            f"Workflow {name} is stored, but its step {longest.action} sits at a path of "
+            f"{len(longest.id)} characters, longer than the {MAX_STEP_PATH} a stored run "
+            "can record (a path names every step before it in the chain). Use shorter "
+            "step names, or move part of the chain into a nested workflow (run_as_step)."
+        )
+
+
 def _check_transaction_id(transaction_id: str) -> str:
     if not isinstance(transaction_id, str) or not transaction_id:
         raise InvalidTransactionIdError("A transaction id must be a non-empty string.")
@@ -185,6 +199,8 @@ class Workflow:
         options = _normalise_options(name, options)
         definition = FlowDefinition(name, composition.roots, options)
         options["store"] = bool(options.get("store")) or _forces_store(options, definition.nodes)
+        if options["store"]:
+            _check_step_paths(name, definition.nodes)
         definition.options = options
         self.options = options
         self.definition = definition
