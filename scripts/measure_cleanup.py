@@ -41,6 +41,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--database-url", default=DEFAULT_URL)
     parser.add_argument("--steps-per-run", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=10_000)
+    parser.add_argument(
+        "--expired-only",
+        action="store_true",
+        help="skip seeding and the first sweep: delete the seeded rows already expired",
+    )
     return parser.parse_args(argv)
 
 
@@ -93,7 +98,8 @@ class RunsMeanwhile(threading.Thread):
                     result = workflow_engine.run(self.workflow, input=1, throw_on_error=False)
                     ok = result.transaction.state == "done"
                 except Exception as exc:  # counted, the run must go on
-                    print(f"run failed: {exc!r}")
+                    if not self.failed:
+                        print(f"first failed run: {exc!r}")
                     ok = False
                 self.slowest = max(self.slowest, time.perf_counter() - started)
                 if ok:
@@ -124,36 +130,41 @@ def main(argv: list[str] | None = None) -> int:
     seeding.ensure_postgres_database(args.database_url)
     seeding.setup_django(args.database_url)
 
+    from django.core.management import call_command
     from django.db import connection
     from django.utils import timezone
 
     from workflows_app.engine import workflow_engine
     from workflows_app.models import WorkflowExecution
 
-    seeding.prepare(args.rows, reseed=True)
     seeded = "workflow_id LIKE 'latency-%%'"
-    seeded_sql(
-        f"UPDATE workflow_execution SET state = 'done', status = 'COMPLETED', "
-        f"expires_at = %s WHERE {seeded}",
-        [timezone.now() + datetime.timedelta(days=1)],
-    )
-    seeded_sql("VACUUM ANALYZE workflow_execution")
-    print(f"{WorkflowExecution.objects.count()} executions, none expired")
+    call_command("migrate", interactive=False, verbosity=0)
+    if not args.expired_only:
+        seeding.prepare(args.rows, reseed=True)
+        seeded_sql(
+            f"UPDATE workflow_execution SET state = 'done', status = 'COMPLETED', "
+            f"expires_at = %s WHERE {seeded}",
+            [timezone.now() + datetime.timedelta(days=1)],
+        )
+        seeded_sql("VACUUM ANALYZE workflow_execution")
+        print(f"{WorkflowExecution.objects.count()} executions, none expired")
 
-    started = time.perf_counter()
-    deleted = workflow_engine.clear_expired_executions(batch_size=args.batch_size)
-    print(f"sweep with nothing expired: deleted {deleted} in {time.perf_counter() - started:.3f} s")
+        started = time.perf_counter()
+        deleted = workflow_engine.clear_expired_executions(batch_size=args.batch_size)
+        elapsed = time.perf_counter() - started
+        print(f"sweep with nothing expired: deleted {deleted} in {elapsed:.3f} s")
 
-    add_steps(args.steps_per_run)
-    seeded_sql(
-        f"UPDATE workflow_execution SET expires_at = %s WHERE {seeded}",
-        [timezone.now() - datetime.timedelta(hours=1)],
-    )
-    seeded_sql("VACUUM ANALYZE workflow_execution")
-    seeded_sql("VACUUM ANALYZE workflow_step_execution")
+        add_steps(args.steps_per_run)
+        seeded_sql(
+            f"UPDATE workflow_execution SET expires_at = %s WHERE {seeded}",
+            [timezone.now() - datetime.timedelta(hours=1)],
+        )
+        seeded_sql("VACUUM ANALYZE workflow_execution")
+        seeded_sql("VACUUM ANALYZE workflow_step_execution")
     steps = connection.cursor()
     steps.execute("SELECT count(*) FROM workflow_step_execution")
-    print(f"{args.rows} executions expired, {steps.fetchone()[0]} step rows in the table")
+    expired = WorkflowExecution.objects.expired(timezone.now()).count()
+    print(f"{expired} executions expired, {steps.fetchone()[0]} step rows in the table")
     steps.close()
 
     runs = RunsMeanwhile(register_workflow())
