@@ -72,8 +72,8 @@ def test_same_error_on_consecutive_recoveries_marks_the_run_failed():
     row.refresh_from_db()
     assert row.state == "failed"
     assert row.status == "FAILED"
-    assert row.error["name"] == "AttributeError"
-    assert "has no attribute" in row.error["message"]
+    assert "has no attribute" in row.error
+    assert "AttributeError" in row.error_stack
     assert row.recovery_failures == 3
     assert row.ended_at is not None
     assert row.expires_at == row.ended_at + timedelta(seconds=600)

@@ -320,7 +320,7 @@ def test_migration_backfills_expires_at_from_updated_at_and_retention():
     from django.apps import apps
     from django.db import connection
 
-    backfill = import_module("workflows_app.migrations.0002_expires_at").backfill_expires_at
+    backfill = import_module("workflows_app.migrations.0003_expires_at").backfill_expires_at
     moment = timezone.now().replace(microsecond=0) - timedelta(hours=1)
     kept = _finished_row("kept", None, updated_at=moment, retention_time=90)
     running = _finished_row("running", None, state="invoking", updated_at=moment)

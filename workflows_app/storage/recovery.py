@@ -58,7 +58,7 @@ def note_recovery_failure(pk: str, options: dict, exc: BaseException) -> bool:
         marked = rows.update(
             state=TransactionState.FAILED,
             status=ExecutionStatus.FAILED,
-            error={"message": str(exc), "name": type(exc).__name__, "stack": ""},
+            error=str(exc) or type(exc).__name__,
             error_stack="".join(traceback.format_exception(exc)),
             recovery_failures=count,
             recovery_error=error,

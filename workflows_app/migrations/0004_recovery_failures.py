@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('workflows_app', '0002_expires_at'),
+        ('workflows_app', '0003_expires_at'),
     ]
 
     operations = [

@@ -37,7 +37,7 @@ def backfill_expires_at(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("workflows_app", "0001_initial"),
+        ("workflows_app", "0002_execution_error_message"),
     ]
 
     operations = [
