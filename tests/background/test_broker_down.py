@@ -36,6 +36,7 @@ def dead_redis(settings: Any, monkeypatch: pytest.MonkeyPatch) -> str:
     settings.Q_CLUSTER = {**conf, "redis": url}
     # get_broker() reads django-q2's Conf, set once at import.
     monkeypatch.setattr(Conf, "ORM", None)
+    monkeypatch.setattr(Conf, "BROKER_CLASS", None)
     monkeypatch.setattr(Conf, "REDIS", url)
     settings.WORKFLOWS = {**settings.WORKFLOWS, "BACKGROUND": "django_q"}
     return url
