@@ -211,7 +211,7 @@ def test_parallel_group_compensation_order_differs_from_medusa():
 def test_parallel_group_members_compensate_concurrently():
     log = Recorder()
     a = recording_step("a", log)
-    members = [recording_step(n, log, compensate_sleep=0.2) for n in ("p", "q", "r")]
+    members = [recording_step(n, log, compensate_sleep=0.2, io_bound=True) for n in ("p", "q", "r")]
     t = recording_step("t", log, fail=True)
 
     def composer(input):

@@ -1,6 +1,7 @@
 """parallelize(): concurrency of members, joining, failures inside a group, no_wait."""
 
 import asyncio
+import threading
 import time
 
 import pytest
@@ -12,14 +13,14 @@ from .helpers import Recorder, invoke_state, recording_step, uname
 pytestmark = pytest.mark.django_db
 
 
-def _sleeper(name, seconds, log):
+def _sleeper(name, seconds, log, io_bound=True):
     def invoke(inp, ctx):
         log.add("start", name, time.perf_counter())
         time.sleep(seconds)
         log.add("end", name, time.perf_counter())
         return name
 
-    return create_step(name, invoke)
+    return create_step(name, invoke, io_bound=io_bound)
 
 
 def test_parallelize_returns_refs_in_order():
@@ -38,6 +39,47 @@ def test_parallelize_returns_refs_in_order():
     wf = create_workflow(uname(), composer)
     assert seen == {"type": tuple, "len": 3}
     assert wf.run().result == ["A", "B", "C"]
+
+
+def test_plain_members_without_io_bound_run_on_the_calling_thread_in_order():
+    log = Recorder()
+    idents = []
+
+    def member(name):
+        def invoke(inp, ctx):
+            idents.append(threading.get_ident())
+            log.add("start", name, time.perf_counter())
+            time.sleep(0.05)
+            log.add("end", name, time.perf_counter())
+            return name
+
+        return create_step(name, invoke)
+
+    members = [member(n) for n in ("p", "q", "r")]
+
+    def composer(input):
+        return list(parallelize(*(m() for m in members)))
+
+    assert create_workflow(uname(), composer).run().result == ["p", "q", "r"]
+    assert idents == [threading.get_ident()] * 3
+    starts, ends = log.payloads("start"), log.payloads("end")
+    assert ends["p"] <= starts["q"] and ends["q"] <= starts["r"]
+
+
+def test_io_bound_members_overlap_while_plain_ones_run_here():
+    log = Recorder()
+    waiting = [_sleeper(n, 0.2, log) for n in ("w1", "w2")]
+    here_idents = []
+    plain = create_step("plain", lambda inp, ctx: here_idents.append(threading.get_ident()))
+
+    def composer(input):
+        parallelize(*(m() for m in waiting), plain())
+
+    start = time.perf_counter()
+    create_workflow(uname(), composer).run()
+    elapsed = time.perf_counter() - start
+    assert here_idents == [threading.get_ident()]
+    assert elapsed < 0.35
 
 
 def test_plain_members_run_in_threads_concurrently():

@@ -21,7 +21,7 @@ def test_stored_workflow_with_parallel_group():
             log.add("invoke", name, inp)
             return name
 
-        return create_step(name, invoke)
+        return create_step(name, invoke, io_bound=True)
 
     members = [make(n) for n in ("p", "q", "r")]
 

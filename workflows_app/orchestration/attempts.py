@@ -10,6 +10,7 @@ from typing import Any
 
 from . import serialization
 from .definition import StepNode
+from .error_detail import ErrorDetail
 from .errors import NonSerializableCheckpointError, PayloadTooLargeError, serialize_error
 from .runtime import runtime
 from .storage import AttemptRecord
@@ -81,5 +82,9 @@ def check_storable(what: str, *values: Any) -> Exception | None:
 def locate_error(error: Any, where: str) -> dict:
     """``error`` serialised, with ``where`` (workflow -> step ...) added to its stack."""
     data = serialize_error(error)
-    data["stack"] = (data.get("stack") or "") + f"\n    at [{where}]"
+    location = f"\n    at [{where}]"
+    if isinstance(data, ErrorDetail):
+        data.append_to_stack(location)  # keeps the traceback unformatted
+    else:
+        data["stack"] = (data.get("stack") or "") + location
     return data

@@ -1,7 +1,7 @@
 """Calling step handlers: one attempt at a time, or a batch together.
 
-Only the handlers of a parallel batch run on pool threads; everything else the
-orchestrator does stays on the calling thread.
+Only the handlers of I/O-bound steps of a parallel batch run on pool threads;
+everything else the orchestrator does stays on the calling thread.
 """
 
 from __future__ import annotations
@@ -105,17 +105,33 @@ async def _gather(jobs: list[Attempt]) -> None:
 
 
 def call_concurrently(jobs: list[Attempt]) -> None:
-    """Run a batch's handlers together: coroutines gathered, plain functions on the pool."""
+    """Run a batch's handlers, overlapping what can overlap.
+
+    Coroutines are gathered on this thread's event loop; plain functions of steps
+    marked ``io_bound`` run on the thread pool; every other plain function runs here,
+    one after another: under the interpreter lock a thread per step would only add a
+    hand-off, with nothing to overlap. Handlers that write as they go (loops write
+    their iteration rows) always stay here, where the database connection holds the run.
+    """
     if runtime.parallel_threads <= 1:
         for job in jobs:
             call(job)
         return
     coroutines = [job for job in jobs if job.is_coroutine]
-    # Handlers that write as they go (loops write their iteration rows) stay on the
-    # calling thread, whose database connection holds the run.
-    here = [job for job in jobs if not job.is_coroutine and job.run.node.runs_on_caller]
-    plain = [job for job in jobs if not job.is_coroutine and not job.run.node.runs_on_caller]
-    if not here and not coroutines and plain:
+    here: list[Attempt] = []
+    plain: list[Attempt] = []
+    for job in jobs:
+        if not job.is_coroutine:
+            node = job.run.node
+            pooled = node.options.io_bound and not node.runs_on_caller
+            (plain if pooled else here).append(job)
+    if not plain:
+        if coroutines:
+            run_coroutine(_gather(coroutines))
+        for job in here:
+            call(job)
+        return
+    if not here and not coroutines:
         here.append(plain.pop(0))
     pool = runtime.pool()
     futures = [(job, pool.submit(call, job)) for job in plain]

@@ -46,6 +46,9 @@ class StepOptions:
     save_response: bool = True
     nested: bool = False
     sensitive: tuple[str, ...] = ()
+    # A plain-function handler that waits (network, disk): in a parallel group it runs
+    # on the thread pool; other plain functions run on the calling thread.
+    io_bound: bool = False
 
     @classmethod
     def names(cls) -> frozenset[str]:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-import traceback
 from dataclasses import dataclass
 from typing import Any
+
+from .error_detail import ErrorDetail
 
 
 class WorkflowsError(Exception):
@@ -107,12 +108,15 @@ class StepError:
 
 
 def serialize_error(value: Any) -> dict:
-    """Turn anything a step raised or reported into ``{"message", "name", "stack"}``."""
+    """Turn anything a step raised or reported into ``{"message", "name", "stack"}``.
+
+    For an exception the ``stack`` (its formatted traceback) is computed when first read
+    (:class:`~.error_detail.ErrorDetail`): most failures are compensated or retried
+    without anyone reading it."""
     if isinstance(value, BaseException):
         name = getattr(value, "error_name", None) or type(value).__name__
         message = str(value) if str(value) else name
-        stack = "".join(traceback.format_exception(value)).rstrip()
-        return {"message": message, "name": name, "stack": stack}
+        return ErrorDetail(value, message, name)
     if isinstance(value, dict) and "message" in value:
         try:
             data = json.loads(json.dumps(value, default=str))
