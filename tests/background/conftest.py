@@ -15,6 +15,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -122,6 +123,19 @@ def qcluster(transactional_db, tmp_path: Path) -> Iterator[Callable[..., Cluster
     for cluster in clusters:
         print(f"----- {cluster.name} (exit {cluster.process.returncode}) -----")
         print(cluster.log()[-20000:])
+
+
+def use_redis_broker(url: str, settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """django-q2 in this process sends to the Redis at ``url`` (its ``Conf`` is read at
+    import, so ``override_settings(Q_CLUSTER=...)`` alone does nothing)."""
+    from django_q.conf import Conf
+
+    # workflows_app.background.uses_redis() reads the settings; get_broker() reads Conf.
+    conf = {key: value for key, value in settings.Q_CLUSTER.items() if key != "orm"}
+    settings.Q_CLUSTER = {**conf, "redis": url}
+    monkeypatch.setattr(Conf, "ORM", None)
+    monkeypatch.setattr(Conf, "BROKER_CLASS", None)
+    monkeypatch.setattr(Conf, "REDIS", url)
 
 
 @pytest.fixture

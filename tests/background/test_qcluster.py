@@ -19,7 +19,7 @@ from workflows_app.engine import workflow_engine
 from workflows_app.models import StepExecution, WorkflowExecution
 from workflows_app.status import FINISHED_STATES
 
-from .conftest import POLL_SECONDS, Cluster
+from .conftest import POLL_SECONDS, Cluster, use_redis_broker
 
 pytestmark = [
     pytest.mark.postgres,
@@ -222,7 +222,6 @@ def redis_broker(settings: Any, monkeypatch: pytest.MonkeyPatch):
     """django-q2 in this process sends to Redis (its ``Conf`` is read at import, so
     ``override_settings(Q_CLUSTER=...)`` alone does nothing)."""
     import redis
-    from django_q.conf import Conf
 
     url = f"redis://127.0.0.1:6379/{REDIS_DB}"
     client = redis.from_url(url)
@@ -231,12 +230,7 @@ def redis_broker(settings: Any, monkeypatch: pytest.MonkeyPatch):
     except redis.ConnectionError:
         pytest.skip(f"Redis is not reachable at {url}")
     client.flushdb()
-    # workflows_app.background.uses_redis() reads the settings; get_broker() reads Conf.
-    conf = {key: value for key, value in settings.Q_CLUSTER.items() if key != "orm"}
-    settings.Q_CLUSTER = {**conf, "redis": url}
-    monkeypatch.setattr(Conf, "ORM", None)
-    monkeypatch.setattr(Conf, "BROKER_CLASS", None)
-    monkeypatch.setattr(Conf, "REDIS", url)
+    use_redis_broker(url, settings, monkeypatch)
     yield url
     client.flushdb()
     client.close()

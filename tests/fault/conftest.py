@@ -1,0 +1,107 @@
+"""Fixtures of the fault-injection suite: the qcluster fixtures of tests/background
+with the fault workflows installed, the recovery schedule, and a private Redis."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.background.conftest import Cluster, use_redis_broker
+from tests.background.conftest import effects_dir as effects_dir
+from tests.background.conftest import qcluster as qcluster
+from workflows_app.engine import workflow_engine
+
+REDIS_START_SECONDS = 10.0
+
+
+@pytest.fixture
+def fault_cluster(
+    qcluster: Callable[..., Cluster], django_q_backend: Any
+) -> Callable[..., Cluster]:
+    """Start a qcluster that knows the fault workflows; the recovery schedule exists
+    (``workflows setup``), as in a deployment."""
+    workflow_engine.setup_schedules()
+
+    def start(**extra_env: str) -> Cluster:
+        return qcluster(DJANGO_SETTINGS_MODULE="tests.fault.settings", **extra_env)
+
+    return start
+
+
+class RedisServer:
+    """A ``redis-server`` of this test only: its own port and directory, no persistence,
+    so a stop loses whatever the queue held."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        log = (self.directory / "redis.log").open("ab")
+        self.process = subprocess.Popen(
+            [
+                "redis-server",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        deadline = time.monotonic() + REDIS_START_SECONDS
+        while not self.answers():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"redis-server did not start on port {self.port}")
+            time.sleep(0.05)
+
+    def answers(self) -> bool:
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as conn,
+        ):
+            conn.sendall(b"PING\r\n")
+            return conn.recv(16).startswith(b"+PONG")
+        return False
+
+    def stop(self) -> None:
+        """kill -9: the queue and every connection are gone at once."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def private_redis(
+    tmp_path: Path, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[RedisServer]:
+    """A private Redis, and django-q2 in this process sending to it."""
+    directory = tmp_path / "redis"
+    directory.mkdir()
+    server = RedisServer(directory)
+    server.start()
+    use_redis_broker(server.url, settings, monkeypatch)
+    try:
+        yield server
+    finally:
+        server.stop()
