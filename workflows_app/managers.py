@@ -63,9 +63,8 @@ class WorkflowExecutionQuerySet(models.QuerySet):
         a unique key the ``wf_exec_expires_idx`` index walks: ties of any size cannot
         stall it, and since each batch deletes what it chose the next one starts after
         it. The cost is that of what is deleted; with nothing expired a sweep is one
-        index probe. On PostgreSQL a batch is one statement that skips rows another
-        transaction holds (a run being re-opened waits for the next sweep); elsewhere
-        two statements in one transaction.
+        index probe. On PostgreSQL a batch is one statement; elsewhere two statements
+        in one transaction.
         """
         now = now or timezone.now()
         size = max(int(batch_size), 1)
@@ -85,20 +84,25 @@ class WorkflowExecutionQuerySet(models.QuerySet):
         batch = self.expired(now).order_by("expires_at", "id")[:size]
         with transaction.atomic(using=self.db):
             if connection.vendor == "postgresql":
-                locked = batch.values("id").select_for_update(skip_locked=True)
-                chosen, params = locked.query.sql_with_params()
+                chosen, params = batch.values("id").query.sql_with_params()
                 qn = connection.ops.quote_name
                 executions = qn(self.model._meta.db_table)
                 steps = qn(StepExecution._meta.db_table)
                 column = qn(StepExecution._meta.get_field("execution").column)
+                finished = ", ".join(["%s"] * len(FINISHED_STATES))
                 with connection.cursor() as cursor:
+                    # The DELETE repeats the batch's conditions: a row changed meanwhile
+                    # (a run re-opened) is checked again and kept. Step rows go with
+                    # their executions (the foreign key is checked at commit).
                     cursor.execute(
-                        f"WITH batch AS ({chosen}), steps AS (DELETE FROM {steps} s "
-                        f"USING batch WHERE s.{column} = batch.id) "
-                        f"DELETE FROM {executions} e USING batch WHERE e.id = batch.id",
-                        params,
+                        f"WITH batch AS ({chosen}), gone AS (DELETE FROM {executions} e "
+                        f"USING batch WHERE e.id = batch.id AND e.expires_at <= %s "
+                        f"AND e.state IN ({finished}) RETURNING e.id), "
+                        f"steps AS (DELETE FROM {steps} s USING gone WHERE s.{column} = gone.id) "
+                        f"SELECT count(*) FROM gone",
+                        [*params, now, *FINISHED_STATES],
                     )
-                    return cursor.rowcount
+                    return cursor.fetchone()[0]
             ids = Subquery(batch.values("pk"))
             StepExecution.objects.using(self.db).filter(execution_id__in=ids)._raw_delete(self.db)
             return self.model._base_manager.using(self.db).filter(pk__in=ids)._raw_delete(self.db)
