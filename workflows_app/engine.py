@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import datetime
 import logging
-import os
-import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from functools import partial
 from typing import Any
 
 from django.db.models import QuerySet
@@ -24,6 +21,7 @@ from .orchestration import (
     InvalidStepStateError,
     StepResponse,
     Transaction,
+    TransactionAlreadyStarted,
     TransactionNotFound,
     TransactionState,
     WorkflowNotFound,
@@ -85,29 +83,6 @@ def released_on_error(tx: Transaction) -> Iterator[None]:
     except Exception:
         abandon(tx)
         raise
-
-
-def _process_is_gone(owner: str) -> bool:
-    """Whether a lease token ``host:pid:token`` names a process of this host that no
-    longer runs (killed workers are recovered at once instead of after the lease)."""
-    host, _, rest = owner.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return False
-    pid = int(pid_text)
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def schedule_recurrence(schedule: Any) -> tuple[Any, str]:
@@ -260,9 +235,17 @@ class WorkflowEngine:
         return self._result(workflow, tx, throw_on_error=False)
 
     def cancel(self, workflow_id: str, transaction_id: str) -> RunResult:
-        """Revert a running or ``done`` transaction through compensation."""
+        """Revert a running or ``done`` transaction through compensation.
+
+        When another worker or thread executes the run, the cancel is recorded and the
+        call returns at once, with ``acknowledgement["cancel_requested"]``: that
+        executor starts no further step and compensates (Medusa's cancel in flight).
+        """
         workflow = get_workflow(workflow_id)
-        tx = runtime.storage.load(workflow.definition, transaction_id, include_finished=True)
+        try:
+            tx = runtime.storage.load(workflow.definition, transaction_id, include_finished=True)
+        except TransactionAlreadyStarted:
+            return self._request_cancel(workflow, transaction_id)
         if tx is None:
             raise TransactionNotFound(f"Transaction {transaction_id} could not be found.")
         tx.events = self._events(tx, None)
@@ -440,56 +423,19 @@ class WorkflowEngine:
     def recover(
         self, now: datetime.datetime | None = None, limit: int = 1000, hand_over: bool = False
     ) -> int:
-        """Resume unfinished executions whose worker's lease expired, or whose worker
-        was a process of this machine that is gone; returns the count.
+        """Resume unfinished executions whose worker's lease expired, whose worker was
+        a process of this machine that is gone, or that were released with a cancel
+        request; returns the count (see :func:`workflows_app.storage.recovery.recover`).
 
         With ``hand_over`` each run is queued for the background workers instead of
         run here (``manage.py workflows recover``), keeping a lease deadline so
         that a lost task is recovered again."""
         from .storage import OrmStorage
-        from .storage.recovery import clear_recovery_failures, note_recovery_failure
+        from .storage.recovery import recover
 
-        storage = runtime.storage
-        if not isinstance(storage, OrmStorage):
+        if not isinstance(runtime.storage, OrmStorage):
             return 0
-        now = now or timezone.now()
-        expired = WorkflowExecution.objects.lease_expired(now).order_by("lease_expires_at")
-        rows = list(expired[:limit])
-        held = WorkflowExecution.objects.held_on_host(socket.gethostname(), now)[:limit]
-        dead = {row.pk: row.owner for row in held if _process_is_gone(row.owner)}
-        if dead:
-            rows += list(WorkflowExecution.objects.filter(pk__in=dead))
-        recovered = 0
-        for row in rows:
-            try:
-                workflow = get_workflow(row.workflow_id)
-            except WorkflowNotFound:
-                logger.warning(
-                    "Cannot recover %s: workflow %s is not registered", row.pk, row.workflow_id
-                )
-                continue
-            tx = None
-            try:
-                tx = storage.claim(workflow.definition, row, now, dead_owner=dead.get(row.pk))
-                if tx is None:
-                    continue
-                if hand_over:
-                    enqueue = partial(runtime.scheduler.enqueue, tx.workflow_id, tx.transaction_id)
-                    storage.save(tx, then=enqueue)
-                else:
-                    tx.events = self._events(tx, None)
-                    tx.in_background = True
-                    orchestrator.execute(tx)
-            except Exception as exc:
-                logger.exception("Recovering %s failed", row.pk)
-                if tx is not None:
-                    abandon(tx)
-                note_recovery_failure(row.pk, workflow.definition.options, exc)
-                continue
-            if row.recovery_failures and not hand_over:
-                clear_recovery_failures(row.pk)
-            recovered += 1
-        return recovered
+        return recover(now or timezone.now(), limit, hand_over, prepare=self._attach_events)
 
     # Subscriptions
 
@@ -545,6 +491,22 @@ class WorkflowEngine:
             raise TransactionNotFound(f"Transaction {transaction_id} could not be found.")
         tx.events = self._events(tx, None)
         return workflow, tx, step_id, action
+
+    def _request_cancel(self, workflow: Workflow, transaction_id: str) -> RunResult:
+        request = getattr(runtime.storage, "request_cancel", None)
+        if request is None or not request(workflow.definition, transaction_id):
+            raise TransactionAlreadyStarted(transaction_id)
+        tx = runtime.storage.peek(workflow.definition, transaction_id)
+        if tx is None:
+            # It finished meanwhile: answer with how it ended.
+            tx = runtime.storage.load(
+                workflow.definition, transaction_id, include_finished=True, claim=False
+            )
+        if tx is None:
+            raise TransactionNotFound(f"Transaction {transaction_id} could not be found.")
+        result = self._result(workflow, tx, throw_on_error=False)
+        result.acknowledgement["cancel_requested"] = True
+        return result
 
     def _attach_events(self, tx: Transaction) -> None:
         tx.events = self._events(tx, None)

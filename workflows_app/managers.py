@@ -39,6 +39,11 @@ class WorkflowExecutionQuerySet(models.QuerySet):
         ``now``: recovery may take them over."""
         return self.unfinished().filter(lease_expires_at__lt=now)
 
+    def cancel_pending(self) -> WorkflowExecutionQuerySet:
+        """Unfinished runs released by their executor with a cancel request not yet
+        applied: the recovery sweep takes them and compensates."""
+        return self.unfinished().filter(cancel_requested_at__isnull=False, owner="")
+
     def held_on_host(self, host: str, now: datetime.datetime) -> WorkflowExecutionQuerySet:
         """Unfinished runs leased, until after ``now``, by a process of ``host``."""
         return self.unfinished().filter(owner__startswith=host + ":", lease_expires_at__gte=now)

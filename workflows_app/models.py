@@ -180,6 +180,15 @@ class WorkflowExecution(models.Model):
         default=timezone.now,
         help_text=_("Last write of the row."),
     )
+    cancel_requested_at = models.DateTimeField(
+        _("cancel requested at"),
+        null=True,
+        blank=True,
+        help_text=_(
+            "When a cancel was asked for while another process executed the run; that "
+            "process stops at its next step boundary and compensates."
+        ),
+    )
     recovery_failures = models.PositiveIntegerField(
         _("recovery failures"),
         default=0,

@@ -345,6 +345,18 @@ class WorkflowExecutionAdmin(admin.ModelAdmin):
             )
             return None
         state = result.acknowledgement["state"] if result.acknowledgement else ""
+        if result.acknowledgement and result.acknowledgement.get("cancel_requested"):
+            self.log_change(request, obj, f"{success} requested (state: {state})")
+            self.message_user(
+                request,
+                _(
+                    "%(what)s requested: another worker is executing the transaction; it "
+                    "starts no further step and compensates."
+                )
+                % {"what": success},
+                messages.WARNING,
+            )
+            return result
         self.log_change(request, obj, f"{success} (state: {state})")
         self.message_user(
             request,

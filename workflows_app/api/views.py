@@ -539,18 +539,31 @@ class WorkflowExecutionViewSet(WorkflowsAPIMixin, viewsets.GenericViewSet):
         tags=[TAG_EXECUTIONS],
         summary="Cancel an execution",
         description=(
-            "Reverts a running or `done` transaction through compensation. `409` when it "
-            "is failed, reverted, compensating or held by a live worker."
+            "Reverts a running or `done` transaction through compensation: `200` when the "
+            "cancel took effect here. When another worker executes the run, the cancel is "
+            "recorded and the answer is `202` with the execution: that worker starts no "
+            "further step and compensates. `409` when it is failed, reverted or "
+            "compensating."
         ),
         parameters=[EXECUTION_ID],
         request=None,
-        responses={200: ActionResultSerializer, 404: ERROR, 409: ERROR, **AUTH_ERRORS},
+        responses={
+            200: ActionResultSerializer,
+            202: ActionResultSerializer,
+            404: ERROR,
+            409: ERROR,
+            **AUTH_ERRORS,
+        },
     )
     @action(detail=True, methods=["post"], pagination_class=None, filter_backends=[])
     def cancel(self, request, id: str):
         execution = self.get_execution(id)
         res = workflow_engine.cancel(execution.workflow_id, execution.transaction_id)
-        return action_response(res)
+        response = action_response(res)
+        if res.acknowledgement.get("cancel_requested"):
+            # Another worker executes the run: it stops at its next step boundary.
+            response.status_code = status.HTTP_202_ACCEPTED
+        return response
 
     @extend_schema(
         tags=[TAG_EXECUTIONS],

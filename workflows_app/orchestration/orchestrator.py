@@ -75,6 +75,16 @@ class Orchestrator(Outcomes, Compensation, Timers, Replay):
         if state is TransactionState.NOT_STARTED:
             tx.started_at = tx.cancelled_at
         tx.state = TransactionState.WAITING_TO_COMPENSATE
+        self._cancel_waiting(tx)
+        if tx.stored:
+            runtime.storage.checkpoint(tx)
+        self._emit(tx, "on_resume")
+        self._drive(tx)
+        return tx
+
+    def _cancel_waiting(self, tx: Transaction) -> None:
+        """Fail the steps of a canceled run that wait for an answer, so that its
+        compensation need not wait for them."""
         for index in list(tx.waiting):
             run = tx.steps[index]
             job = Attempt(run, run.handler_type)
@@ -87,11 +97,6 @@ class Orchestrator(Outcomes, Compensation, Timers, Replay):
                 self._apply_compensation(tx, job)
             else:
                 self._apply_failure(tx, job, permanent=True)
-        if tx.stored:
-            runtime.storage.checkpoint(tx)
-        self._emit(tx, "on_resume")
-        self._drive(tx)
-        return tx
 
     def set_step_success(
         self, tx: Transaction, action: str, handler_type: str, response: Any
@@ -193,7 +198,10 @@ class Orchestrator(Outcomes, Compensation, Timers, Replay):
                     self._timeout_transaction(tx)
                     continue
                 if tx.cancelled_at:
+                    # Canceled while running here (a cancel requested from elsewhere
+                    # is noted by the storage at a step boundary): start nothing more.
                     tx.state = TransactionState.WAITING_TO_COMPENSATE
+                    self._cancel_waiting(tx)
                     continue
                 if tx.ready:
                     batch, tx.ready = tx.ready, []

@@ -42,6 +42,8 @@ class Handle:
     owner: str = ""
     lease_until: float = 0.0
     flushed: bool = False
+    cancel_requested: bool = False
+    cancel_checked: float = field(default_factory=time.monotonic)
     waiting: set = field(default_factory=set)
     buffer: list = field(default_factory=list)
 

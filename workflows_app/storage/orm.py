@@ -40,6 +40,7 @@ from ..orchestration import (
 )
 from ..redaction import Redactor, mask_sensitive
 from ..status import FINISHED_STATES
+from .cancels import cancel_requested, request_cancel
 from .leases import Handle, give_up, lease_keeper, lease_seconds, new_owner
 from .sql import (
     async_prefix,
@@ -52,6 +53,8 @@ from .sql import (
 )
 
 logger = logging.getLogger("workflows_app")
+
+_CANCELABLE = (TransactionState.NOT_STARTED, TransactionState.INVOKING)
 
 
 def execution_status(tx: Transaction) -> str:
@@ -176,12 +179,13 @@ class OrmStorage:
         now: datetime.datetime,
         dead_owner: str | None = None,
     ) -> Transaction | None:
-        """Take over an execution whose lease expired before ``now``, or that is held
-        by ``dead_owner`` (a process known to be gone) (recovery)."""
+        """Take over an execution whose lease expired before ``now``, that nobody
+        holds, or that is held by ``dead_owner`` (a process known to be gone)
+        (recovery)."""
         lease = lease_seconds()
         until = timezone.now() + datetime.timedelta(seconds=lease)
         owner = new_owner()
-        held = Q(owner=dead_owner) if dead_owner else Q(lease_expires_at__lt=now)
+        held = Q(owner=dead_owner) if dead_owner else Q(owner="") | Q(lease_expires_at__lt=now)
         claimed = (
             WorkflowExecution.objects.filter(pk=row.pk, version=row.version)
             .filter(held)
@@ -305,6 +309,12 @@ class OrmStorage:
             tx.ended_at = to_ms(row.ended_at)
             errors = (row.context or {}).get("errors") or []
             tx.errors = [StepError.from_dict(e) for e in errors]
+        elif row.cancel_requested_at is not None:
+            # Canceled while another process held it: whoever runs it now compensates.
+            handle.cancel_requested = True
+            if not tx.cancelled_at and tx.state in _CANCELABLE:
+                tx.cancelled_at = to_ms(row.cancel_requested_at)
+                tx.result = None
         return tx
 
     def record_attempt(self, tx: Transaction, record: AttemptRecord) -> None:
@@ -367,6 +377,14 @@ class OrmStorage:
             if record.status == AttemptStatus.WAITING:
                 handle.waiting.add(key)
         self._renew_lease(tx)
+        if not tx.cancelled_at and cancel_requested(tx):
+            # A cancel asked for elsewhere: the loop stops at this step boundary.
+            tx.cancelled_at = to_ms(timezone.now())
+            tx.result = None
+
+    def request_cancel(self, definition: FlowDefinition, transaction_id: str) -> bool:
+        """Record a cancel of the run another process executes (see ``cancels``)."""
+        return request_cancel(definition.workflow_id, transaction_id)
 
     def save(self, tx: Transaction, then: Callable[[], None] | None = None) -> None:
         """Hand-over point: the run stops without finishing and releases its lease.
@@ -462,6 +480,7 @@ class OrmStorage:
             started = to_datetime(tx.started_at)
             ended = to_datetime(tx.ended_at) or now
             values.update(
+                cancel_requested_at=None,
                 retention_time=retention,
                 expires_at=None
                 if retention is None

@@ -1,6 +1,12 @@
-"""Poison runs: a run whose recovery keeps failing with the same error ends failed.
+"""Recovery: taking over runs whose executor is gone, and poison runs.
 
-Each failed recovery is counted on the run's row with its error; the same error
+A sweep takes the unfinished runs whose lease (or hand-over deadline) expired, those
+held by a process of this machine that no longer exists, and those released with a
+cancel request, rebuilds each from its step rows and continues it (or compensates
+it, when canceled).
+
+Poison runs: a run whose recovery keeps failing with the same error ends failed. Each
+failed recovery is counted on the run's row with its error; the same error
 ``WORKFLOWS["MAX_RECOVERY_FAILURES"]`` times in a row marks the run ``failed`` with
 that error (it stays visible; no compensation can run for a run that cannot be
 resumed). A lost database connection is not the run's fault and is not counted.
@@ -10,7 +16,11 @@ from __future__ import annotations
 
 import datetime
 import logging
+import os
+import socket
 import traceback
+from collections.abc import Callable
+from functools import partial
 
 from django.db import DatabaseError, InterfaceError, OperationalError
 from django.db.models import F
@@ -18,6 +28,8 @@ from django.utils import timezone
 
 from ..conf import workflows_settings
 from ..models import WorkflowExecution
+from ..orchestration import Transaction, WorkflowNotFound, orchestrator, runtime
+from ..sdk import get_workflow
 from ..status import ExecutionStatus, TransactionState
 from .orm import retention_for
 
@@ -88,3 +100,77 @@ def clear_recovery_failures(pk: str) -> None:
     WorkflowExecution.objects.filter(pk=pk, recovery_failures__gt=0).update(
         recovery_failures=0, recovery_error=""
     )
+
+
+def recover(
+    now: datetime.datetime,
+    limit: int,
+    hand_over: bool,
+    prepare: Callable[[Transaction], None],
+) -> int:
+    """One recovery sweep (``workflow_engine.recover``); returns how many runs it
+    continued or handed over. ``prepare(tx)`` attaches the engine's event handlers."""
+    storage = runtime.storage
+    rows = list(WorkflowExecution.objects.lease_expired(now).order_by("lease_expires_at")[:limit])
+    held = WorkflowExecution.objects.held_on_host(socket.gethostname(), now)[:limit]
+    dead = {row.pk: row.owner for row in held if process_is_gone(row.owner)}
+    if dead:
+        rows += list(WorkflowExecution.objects.filter(pk__in=dead))
+    seen = {row.pk for row in rows}
+    rows += [
+        row for row in WorkflowExecution.objects.cancel_pending()[:limit] if row.pk not in seen
+    ]
+    recovered = 0
+    for row in rows:
+        try:
+            workflow = get_workflow(row.workflow_id)
+        except WorkflowNotFound:
+            logger.warning(
+                "Cannot recover %s: workflow %s is not registered", row.pk, row.workflow_id
+            )
+            continue
+        tx = None
+        try:
+            tx = storage.claim(workflow.definition, row, now, dead_owner=dead.get(row.pk))
+            if tx is None:
+                continue
+            if hand_over:
+                enqueue = partial(runtime.scheduler.enqueue, tx.workflow_id, tx.transaction_id)
+                storage.save(tx, then=enqueue)
+            else:
+                prepare(tx)
+                tx.in_background = True
+                orchestrator.execute(tx)
+        except Exception as exc:
+            logger.exception("Recovering %s failed", row.pk)
+            if tx is not None:
+                storage.abandon(tx)
+            note_recovery_failure(row.pk, workflow.definition.options, exc)
+            continue
+        if row.recovery_failures and not hand_over:
+            clear_recovery_failures(row.pk)
+        recovered += 1
+    return recovered
+
+
+def process_is_gone(owner: str) -> bool:
+    """Whether a lease token ``host:pid:token`` names a process of this host that no
+    longer runs (killed workers are recovered at once instead of after the lease)."""
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
