@@ -8,12 +8,13 @@
 Seeds ``--rows`` executions with ``scripts/measure_list_latency.py`` (same rows, same
 database set-up), then:
 
-1. marks every seeded row finished and not yet expired, and times a sweep
-   (``workflow_engine.clear_expired_executions()``) that finds nothing;
-2. adds ``--steps-per-run`` step rows per execution (0: none, as seeded), marks every
-   seeded row expired, and times the sweep that deletes them all while a thread runs
-   a stored three-step workflow again and again; prints how many of those runs
-   succeeded, failed, and their slowest duration.
+1. times a sweep (``WorkflowExecution.objects.delete_expired``, what
+   ``workflow_engine.clear_expired_executions()`` runs) at a moment just before the
+   first seeded row expires: nothing to delete;
+2. adds ``--steps-per-run`` step rows per execution (0: none, as seeded), marks the
+   unfinished seeded rows finished, and times a sweep a year later, which deletes
+   them all, while a thread runs a stored three-step workflow again and again;
+   prints how many of those runs succeeded, failed, and their slowest duration.
 
 The seeded rows are deleted by the second sweep: each invocation seeds again.
 """
@@ -121,7 +122,8 @@ def register_workflow() -> str:
             value = step(value)
         return value
 
-    create_workflow("cleanup-probe", compose, store=True, retention_time=3600)
+    # Kept for ten years: the timed sweep, a year ahead, leaves these runs alone.
+    create_workflow("cleanup-probe", compose, store=True, retention_time=315_360_000)
     return "cleanup-probe"
 
 
@@ -134,36 +136,38 @@ def main(argv: list[str] | None = None) -> int:
     from django.db import connection
     from django.utils import timezone
 
-    from workflows_app.engine import workflow_engine
     from workflows_app.models import WorkflowExecution
 
     seeded = "workflow_id LIKE 'latency-%%'"
     call_command("migrate", interactive=False, verbosity=0)
+    executions = WorkflowExecution.objects.filter(workflow_id__startswith="latency-")
     if not args.expired_only:
+        # Seeded as the app leaves them: finished rows expire a day after they end.
         seeding.prepare(args.rows, reseed=True)
-        seeded_sql(
-            f"UPDATE workflow_execution SET state = 'done', status = 'COMPLETED', "
-            f"expires_at = %s WHERE {seeded}",
-            [timezone.now() + datetime.timedelta(days=1)],
-        )
-        seeded_sql("VACUUM ANALYZE workflow_execution")
-        print(f"{WorkflowExecution.objects.count()} executions, none expired")
+        first = executions.expired(timezone.now() + datetime.timedelta(days=3650))
+        earliest = first.order_by("expires_at").values_list("expires_at", flat=True)[0]
+        print(f"{WorkflowExecution.objects.count()} executions")
 
+        # A sweep just before the first row expires: nothing to delete.
+        before = earliest - datetime.timedelta(seconds=1)
         started = time.perf_counter()
-        deleted = workflow_engine.clear_expired_executions(batch_size=args.batch_size)
+        deleted = WorkflowExecution.objects.delete_expired(args.batch_size, now=before)
         elapsed = time.perf_counter() - started
         print(f"sweep with nothing expired: deleted {deleted} in {elapsed:.3f} s")
 
+        # Every seeded run finished; the sweep below runs a year later.
         add_steps(args.steps_per_run)
         seeded_sql(
-            f"UPDATE workflow_execution SET expires_at = %s WHERE {seeded}",
-            [timezone.now() - datetime.timedelta(hours=1)],
+            "UPDATE workflow_execution SET state = 'done', status = 'COMPLETED', "
+            f"expires_at = created_at + interval '86400 seconds' WHERE {seeded} "
+            "AND state NOT IN ('done', 'failed', 'reverted')"
         )
         seeded_sql("VACUUM ANALYZE workflow_execution")
         seeded_sql("VACUUM ANALYZE workflow_step_execution")
+    later = timezone.now() + datetime.timedelta(days=365)
     steps = connection.cursor()
     steps.execute("SELECT count(*) FROM workflow_step_execution")
-    expired = WorkflowExecution.objects.expired(timezone.now()).count()
+    expired = executions.expired(later).count()
     print(f"{expired} executions expired, {steps.fetchone()[0]} step rows in the table")
     steps.close()
 
@@ -172,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     time.sleep(1.0)
     before = runs.succeeded
     started = time.perf_counter()
-    deleted = workflow_engine.clear_expired_executions(batch_size=args.batch_size)
+    deleted = WorkflowExecution.objects.delete_expired(args.batch_size, now=later)
     elapsed = time.perf_counter() - started
     during = runs.succeeded - before
     runs.stop.set()

@@ -191,7 +191,8 @@ def seed_postgres(rows: int) -> None:
                 input_payload, output_payload, error, error_stack, retention_time,
                 started_at, ended_at, duration_ms, definition_hash,
                 parent_step_idempotency_key, owner, lease_expires_at, version,
-                created_at, updated_at, deleted_at
+                created_at, updated_at, deleted_at, expires_at, recovery_failures,
+                recovery_error
             )
             SELECT
                 'wf_exec_' || upper(lpad(to_hex(g.i), 26, '0')),
@@ -202,7 +203,7 @@ def seed_postgres(rows: int) -> None:
                 jsonb_build_object('order_id', g.i, 'amount', g.i %% 977),
                 CASE WHEN v.state = 'done' THEN jsonb_build_object('ok', true) END,
                 CASE WHEN v.state IN ('failed', 'reverted')
-                     THEN '{{"message": "Payment declined", "name": "Error"}}'::jsonb END,
+                     THEN 'Payment declined' ELSE '' END,
                 '',
                 86400,
                 t.created,
@@ -210,7 +211,9 @@ def seed_postgres(rows: int) -> None:
                      THEN t.created + (g.i %% 5000) * interval '1 millisecond' END,
                 CASE WHEN v.state IN {finished} THEN g.i %% 5000 END,
                 '', '', '', NULL, 1,
-                t.created, t.created, NULL
+                t.created, t.created, NULL,
+                CASE WHEN v.state IN {finished} THEN t.created + interval '86400 seconds' END,
+                0, ''
             FROM generate_series(1, %s) AS g(i)
             JOIN seed_variant v ON v.k = (g.i * 37) %% 100
             CROSS JOIN LATERAL (
