@@ -71,7 +71,13 @@ def test_readme_example_runs_and_compensates(capsys):
     failed = ns["failed"]
     assert failed.transaction.get_state() == "reverted"
     assert failed.errors[0].error["message"] == "card declined"
-    assert ns["failed"].result is None
+    # The result is resolved after a failure too, from the steps that completed.
+    assert ns["failed"].result == {
+        "reserved": ["book", "pen"],
+        "payment": None,
+        "total": 600.0,
+        "receipt": None,
+    }
     # The second order's stock was released by compensation.
     assert ns["STOCK"] == {"book": 2, "pen": 10}
     assert "reverted card declined" in capsys.readouterr().out

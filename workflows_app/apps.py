@@ -36,6 +36,7 @@ class WorkflowsAppConfig(AppConfig):
             values = {
                 "parallel_threads": threads if isinstance(threads, int) and threads > 0 else 4,
                 "max_payload_bytes": workflows_settings.MAX_PAYLOAD_BYTES,
+                "responses_in_background": workflows_settings.RESPONSES_IN_BACKGROUND is True,
                 "redactor": Redactor(keys if isinstance(keys, list | tuple) else ()),
             }
             background = workflows_settings.BACKGROUND

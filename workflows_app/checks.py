@@ -78,6 +78,9 @@ def _value_problem(key: str, value: Any) -> str | None:
     elif key == "REDACT_KEYS":
         if not (isinstance(value, list | tuple) and all(isinstance(k, str) for k in value)):
             return "a list or tuple of strings"
+    elif key == "RESPONSES_IN_BACKGROUND":
+        if not isinstance(value, bool):
+            return "True or False"
     elif key == "ADMIN_SECTION_LABEL":
         if not isinstance(value, str | Promise):
             return "a string"

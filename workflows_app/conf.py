@@ -33,6 +33,9 @@ DEFAULTS: dict[str, Any] = {
     # in its last ~0.6 s); "sync" waits for every checkpoint. "async" also covers the
     # final write (or delete) of a run; the start of a run is always synchronous.
     "STEP_COMMIT": "async",
+    # False: whoever answers a waiting step (set_step_success/failure) runs the steps
+    # that follow, as in Medusa; True: a worker runs them and the answer returns at once.
+    "RESPONSES_IN_BACKGROUND": False,
     # Threads used to run the branches of a parallel group.
     "PARALLEL_THREADS": 4,
     # Period of the django-q2 schedule that deletes expired executions.

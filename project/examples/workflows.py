@@ -235,8 +235,11 @@ def send_order_confirmation(values: dict[str, Any], ctx: StepContext) -> dict[st
     return {"to": order["customer"]["email"], "subject": subject}
 
 
-def _order_result(values: dict[str, Any]) -> dict[str, Any]:
+def _order_result(values: dict[str, Any]) -> dict[str, Any] | None:
     order = values["order"]
+    if order is None:
+        # The result is resolved after a failure too: no order, no result.
+        return None
     return {
         "order_id": order["id"],
         "total": order["total"],

@@ -329,7 +329,7 @@ def test_failing_iteration_compensates_finished_iterations_then_earlier_steps():
 
     assert res.transaction.get_state() == "reverted"
     assert [(e[1], e[2]) for e in log.entries if e[0] == "invoke"] == [
-        ("loop-before", None),
+        ("loop-before", {}),
         ("loop-fail-2", 1),
         ("loop-fail-2", 2),
     ]

@@ -295,7 +295,8 @@ def test_step_receives_a_copy_of_its_input():
     assert seen == [{"items": [1]}]
 
 
-def test_step_without_input_receives_none():
+def test_step_without_input_receives_an_empty_dict():
+    # Medusa gives a step called without input ``{}``.
     seen = []
     step = create_step("no-input", lambda inp, ctx: seen.append(inp))
 
@@ -303,7 +304,7 @@ def test_step_without_input_receives_none():
         step()
 
     create_workflow(uname(), composer).run(input={"ignored": True})
-    assert seen == [None]
+    assert seen == [{}]
 
 
 def test_duplicate_step_use_without_rename_raises():

@@ -57,6 +57,7 @@ class Attempt:
         "replayed",
         "run",
         "started",
+        "timed_out_run",
         "value",
     )
 
@@ -72,6 +73,8 @@ class Attempt:
         self.replayed = False
         self.started = 0.0
         self.ended = 0.0
+        # Replayed attempt that the run's timeout caught while it ran.
+        self.timed_out_run = False
 
 
 def call(job: Attempt) -> None:

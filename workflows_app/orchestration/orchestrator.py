@@ -125,16 +125,31 @@ class Orchestrator(Outcomes, Compensation, Timers, Replay):
         return self._respond(tx, job)
 
     def _respond(self, tx: Transaction, job: Attempt) -> Transaction:
-        """Apply an outcome that came from outside the run, then continue it."""
-        job.started = job.ended = clock.now()
+        """Apply an outcome that came from outside the run, then continue it.
+
+        The attempt keeps its start (when it began to wait) and ends now, so its log
+        row spans the wait. The steps that follow run here, in the caller, unless
+        ``runtime.responses_in_background`` hands them to a worker.
+        """
+        job.ended = clock.now()
+        started = job.run.last_attempt
+        job.started = started / 1000 if started is not None else job.ended
         self._emit(tx, "on_resume")
         try:
             self._apply(tx, job, from_outside=True)
         except StaleTransactionError as exc:
             self._stop_stale(tx, exc)
             return tx
+        if runtime.responses_in_background:
+            self._continue_in_background(tx)
         self._drive(tx)
         return tx
+
+    @staticmethod
+    def _continue_in_background(tx: Transaction) -> None:
+        """Ask for the rest of a stored run to go to a worker (not from inside one)."""
+        if tx.stored and not tx.in_background and not tx.replay:
+            tx.hand_off = True
 
     @staticmethod
     def _stop_stale(tx: Transaction, exc: StaleTransactionError) -> None:
@@ -180,6 +195,8 @@ class Orchestrator(Outcomes, Compensation, Timers, Replay):
         run.retry_rescheduled_at = now_ms()
         tx.waiting.discard(run.node.index)
         tx.ready.append(run.node.index)
+        # As Medusa schedules a retry at once: a worker invokes the step again.
+        self._continue_in_background(tx)
         self._emit(tx, "on_resume")
         self._drive(tx)
         return tx
@@ -204,12 +221,12 @@ class Orchestrator(Outcomes, Compensation, Timers, Replay):
                     self._cancel_waiting(tx)
                     continue
                 if tx.ready:
-                    batch, tx.ready = tx.ready, []
-                    if tx.definition.has_async and self._must_hand_off(
-                        tx, batch, HandlerType.INVOKE
+                    if tx.hand_off or (
+                        tx.definition.has_async
+                        and self._must_hand_off(tx, tx.ready, HandlerType.INVOKE)
                     ):
-                        tx.ready = batch
                         break
+                    batch, tx.ready = tx.ready, []
                     self._run_batch(tx, batch, HandlerType.INVOKE)
                     continue
                 if tx.unsettled == 0:
@@ -222,12 +239,12 @@ class Orchestrator(Outcomes, Compensation, Timers, Replay):
                 continue
             if state is TransactionState.COMPENSATING:
                 if tx.ready:
-                    batch, tx.ready = tx.ready, []
-                    if tx.definition.has_async and self._must_hand_off(
-                        tx, batch, HandlerType.COMPENSATE
+                    if tx.hand_off or (
+                        tx.definition.has_async
+                        and self._must_hand_off(tx, tx.ready, HandlerType.COMPENSATE)
                     ):
-                        tx.ready = batch
                         break
+                    batch, tx.ready = tx.ready, []
                     self._run_batch(tx, batch, HandlerType.COMPENSATE)
                     continue
                 if tx.comp_unsettled == 0:
@@ -238,6 +255,9 @@ class Orchestrator(Outcomes, Compensation, Timers, Replay):
                 break
             break
         tx.has_waiting_steps = bool(tx.waiting)
+        if tx.hand_off and not tx.ready:
+            # Nothing left for a worker to start: the run waits, or it finished.
+            tx.hand_off = False
         if tx.stored and not tx.has_finished():
             if tx.waiting or tx.scheduled or tx.hand_off:
                 self._arm_timers(tx)
@@ -252,10 +272,12 @@ class Orchestrator(Outcomes, Compensation, Timers, Replay):
 
     @staticmethod
     def _must_hand_off(tx: Transaction, batch: list[int], handler_type: str) -> bool:
-        """Whether the batch holds an async handler that a worker must run.
+        """Whether the batch holds a handler that a worker must run.
 
-        Outside a worker, a run stops before its first async step and is queued for
-        one (SPEC 2.3: the caller gets the run back at once, state ``invoking``).
+        Outside a worker, a run stops before a ``background_execution`` step, a nested
+        async sub-workflow or an async compensation and is queued for a worker. Other
+        ``async_`` steps run their handler here, where ``run()`` was called, as in
+        Medusa: a handler that returns no ``StepResponse`` leaves the step waiting.
         """
         if tx.in_background or not tx.stored or tx.replay:
             return False
@@ -263,7 +285,7 @@ class Orchestrator(Outcomes, Compensation, Timers, Replay):
         for index in batch:
             options = steps[index].node.options
             if handler_type == HandlerType.INVOKE:
-                if options.async_:
+                if options.async_ and (options.background_execution or options.nested):
                     tx.hand_off = True
                     return True
             elif (
@@ -307,8 +329,15 @@ class Orchestrator(Outcomes, Compensation, Timers, Replay):
             call(live[0])
         elif live:
             call_concurrently(live)
+        deadline = None if compensating or not live else self._deadline(tx)
+        overran = []
         for job in jobs:
+            if self._overran(job, deadline):
+                overran.append(job)
+                continue
             self._apply(tx, job)
+        if overran:
+            self._time_out_batch(tx, overran, tx.timed_out_at or deadline or now_ms())
 
     def _prepare(self, tx: Transaction, job: Attempt) -> None:
         run = job.run
@@ -348,16 +377,18 @@ class Orchestrator(Outcomes, Compensation, Timers, Replay):
     def _finish(self, tx: Transaction, state: TransactionState) -> None:
         tx.state = state
         tx.ended_at = now_ms()
-        if state is TransactionState.DONE:
-            resolver = tx.definition.result_resolver
-            if resolver is not None and tx.result_from is None:
-                try:
-                    tx.result = resolver(tx)
-                except Exception as exc:
-                    tx.errors.append(StepError("_result", HandlerType.INVOKE, serialize_error(exc)))
-                    tx.result = None
-            elif tx.result_from is not None:
-                tx.result = tx.get_step_result(tx.result_from)
+        tx.hand_off = False
+        # As in Medusa, the result is resolved whatever the final state, from what
+        # completed; a result transform that raises adds its error next to the steps'.
+        resolver = tx.definition.result_resolver
+        if tx.result_from is not None:
+            tx.result = tx.get_step_result(tx.result_from)
+        elif resolver is not None:
+            try:
+                tx.result = resolver(tx)
+            except Exception as exc:
+                tx.errors.append(StepError("_result", HandlerType.INVOKE, serialize_error(exc)))
+                tx.result = None
         else:
             tx.result = None
         if tx.stored:

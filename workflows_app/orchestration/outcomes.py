@@ -81,6 +81,10 @@ class Outcomes:
             self._record(tx, job, AttemptStatus.COMPLETED, output, compensate_input)
             self._settle(tx, run)
             self._emit(tx, "on_step_success", step=run, result=output)
+            if node.options.async_ and not from_outside and not job.replayed:
+                # An async step that completed itself: as Medusa schedules a retry at
+                # once, a worker continues the run (the caller gets it back).
+                self._continue_in_background(tx)
             return
         self._apply_failure(tx, job)
 

@@ -8,6 +8,7 @@ completed before the crash.
 from __future__ import annotations
 
 from .calls import Attempt, Outcome
+from .errors import TransactionTimeoutError
 from .responses import StepResponse
 from .states import AttemptStatus, HandlerType, TransactionState
 from .storage import AttemptRecord
@@ -61,7 +62,7 @@ class Replay:
                 # retry_step() asked for another attempt that no worker has made yet.
                 run = tx.steps[index]
                 requested = run.retry_rescheduled_at
-                if requested and requested >= (run.last_attempt or 0):
+                if requested and requested > (run.last_attempt or 0):
                     tx.waiting.discard(index)
                     tx.ready.append(index)
         finally:
@@ -96,6 +97,8 @@ class Replay:
         if status == AttemptStatus.COMPLETED or status == AttemptStatus.TIMED_OUT:
             job.outcome = Outcome.OK
             job.value = StepResponse(record.output, record.compensate_input)
+            error = record.error or {}
+            job.timed_out_run = error.get("name") == TransactionTimeoutError.__name__
         elif status == AttemptStatus.SKIPPED:
             job.outcome = Outcome.SKIP
         elif status == AttemptStatus.WAITING:

@@ -23,6 +23,9 @@ class Runtime:
         self.parallel_threads = 4
         self.max_payload_bytes: int | None = None
         self.redactor: Any = None
+        # When true, a response to a waiting step (set_step_success/failure) hands the
+        # steps that follow to a worker instead of running them in the caller.
+        self.responses_in_background = False
         # Called with a nested child transaction that finished after its parent's
         # step handler returned, to complete the waiting parent step.
         self.nested_finished: Callable[[Any], None] | None = None

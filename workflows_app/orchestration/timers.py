@@ -7,8 +7,9 @@ again and which time out.
 
 from __future__ import annotations
 
-from .calls import Attempt
+from .calls import Attempt, Outcome
 from .errors import StepError, TransactionStepTimeoutError, TransactionTimeoutError, serialize_error
+from .responses import StepResponse
 from .runtime import runtime
 from .states import AttemptStatus, HandlerType, StepState, StepStatus, TransactionState
 from .transaction import StepRun, Transaction, now_ms
@@ -25,6 +26,62 @@ class Timers:
             return False
         return now_ms() > tx.started_at + timeout * 1000
 
+    def _deadline(self, tx: Transaction) -> int | None:
+        """When the run's ``timeout`` passes (ms), unless it already timed out."""
+        timeout = tx.definition.options.get("timeout")
+        if not timeout or tx.started_at is None or tx.timed_out_at is not None or tx.replay:
+            return None
+        return tx.started_at + int(timeout * 1000)
+
+    @staticmethod
+    def _overran(job: Attempt, deadline: int | None) -> bool:
+        """Whether a sync attempt was still running when the run's timeout passed."""
+        if job.timed_out_run:
+            return True
+        return (
+            deadline is not None
+            and job.outcome in (Outcome.OK, Outcome.ERROR)
+            and not job.replayed
+            and not job.run.node.options.async_
+            and job.ended * 1000 > deadline
+        )
+
+    def _time_out_batch(self, tx: Transaction, jobs: list[Attempt], deadline: int) -> None:
+        """The run's timeout passed while these steps of the batch still ran: each is
+        marked timed out with a ``TransactionTimeoutError`` (whatever its continue or
+        skip flags say) and the run reverts. A late output is kept for compensation."""
+        tx.timed_out_at = max(deadline, 1)
+        for job in jobs:
+            run = job.run
+            node = run.node
+            output = compensate_input = None
+            if job.outcome == Outcome.OK:
+                value = job.value
+                if isinstance(value, StepResponse):
+                    output, compensate_input = value.output, value.compensate_input
+                else:
+                    output = compensate_input = value
+                if node.options.save_response:
+                    tx.invoke[node.action] = {"output": output, "compensateInput": compensate_input}
+            tx.waiting.discard(node.index)
+            error = serialize_error(TransactionTimeoutError(self._timeout_message(tx, run)))
+            self._record(tx, job, AttemptStatus.TIMED_OUT, output, compensate_input, error=error)
+            run.invoke_state = StepState.TIMEOUT
+            run.invoke_status = StepStatus.PERMANENT_FAILURE
+            run.timed_out_at = tx.timed_out_at
+            step_error = StepError(node.action, HandlerType.INVOKE, error)
+            tx.errors.append(step_error)
+            self._emit(tx, "on_step_failure", step=run, errors=[step_error])
+        self._timeout_transaction(tx, at=tx.timed_out_at)
+
+    @staticmethod
+    def _timeout_message(tx: Transaction, run: StepRun | None = None) -> str:
+        timeout = tx.definition.options.get("timeout")
+        message = f"Transaction {tx.transaction_id} exceeded its timeout of {timeout} seconds"
+        if run is None:
+            return message
+        return f"{message} while step {run.node.action} was running"
+
     def _timeout_transaction(self, tx: Transaction, at: int | None = None) -> None:
         tx.timed_out_at = at or now_ms()
         culprits = [tx.steps[i] for i in tx.waiting] + [tx.steps[i] for i in tx.paused]
@@ -32,16 +89,15 @@ class Timers:
         tx.waiting.clear()
         tx.paused = []
         tx.scheduled.clear()
-        timeout = tx.definition.options.get("timeout")
-        message = f"Transaction {tx.transaction_id} exceeded its timeout of {timeout} seconds"
-        if not culprits and tx.last_settled is not None:
-            error = serialize_error(TransactionTimeoutError(message))
+        blamed = any(e.error.get("name") == "TransactionTimeoutError" for e in tx.errors)
+        if not culprits and not blamed and tx.last_settled is not None:
+            error = serialize_error(TransactionTimeoutError(self._timeout_message(tx)))
             tx.errors.append(StepError(tx.last_settled.node.action, HandlerType.INVOKE, error))
         for run in culprits:
             run.invoke_state = StepState.TIMEOUT
             run.invoke_status = StepStatus.PERMANENT_FAILURE
             run.timed_out_at = tx.timed_out_at
-            error = serialize_error(TransactionTimeoutError(message))
+            error = serialize_error(TransactionTimeoutError(self._timeout_message(tx, run)))
             tx.errors.append(StepError(run.node.action, HandlerType.INVOKE, error))
         tx.state = TransactionState.WAITING_TO_COMPENSATE
         self._emit(tx, "on_timeout")

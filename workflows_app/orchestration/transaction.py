@@ -177,9 +177,8 @@ class Transaction:
 
     @property
     def is_partially_completed(self) -> bool:
-        return self.state is TransactionState.DONE and (
-            self.has_failed_steps or self.has_skipped_on_failure_steps
-        )
+        """Medusa's rule: some step failed (and was let through) or was skipped."""
+        return self.has_failed_steps or self.has_skipped_steps
 
     @property
     def model_id(self) -> str:

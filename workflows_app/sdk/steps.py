@@ -39,7 +39,8 @@ class Step:
         composition = current(f"Step {self.name!r}")
         if self.invoke_fn is None:
             raise CompositionError(f"Step {self.name!r} has no invoke function.")
-        value = None if input is _NO_INPUT else input
+        # As in Medusa, a step called without input receives an empty dict.
+        value = {} if input is _NO_INPUT else input
         node = StepNode(
             action=self.name,
             invoke_fn=None,
