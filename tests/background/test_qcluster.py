@@ -176,6 +176,46 @@ def test_kill_9_of_the_cluster_mid_step_then_a_new_cluster_finishes_the_run(
     assert all(os.getpgid(pid) == second.pgid for _step, pid in after_kill)
 
 
+def test_an_async_step_waits_in_the_caller_and_background_steps_still_run_in_the_worker(
+    qcluster, django_q_backend, effects_dir
+):
+    cluster = qcluster()
+    transaction_id = "bg-approval-1"
+    result = workflow_engine.run(
+        bg.APPROVAL, input={"dir": str(effects_dir)}, transaction_id=transaction_id
+    )
+
+    # The async step's handler ran here, in run(), and the step waits.
+    assert str(result.transaction.state) == "invoking"
+    row = execution(bg.APPROVAL, transaction_id)
+    assert step_log(row) == [("first", 1, "COMPLETED"), ("ask", 1, "WAITING")]
+    here = [(step, pid) for _tx, step, _a, pid, _t in bg.read_effects(effects_dir)]
+    assert here == [("first", os.getpid()), ("ask", os.getpid())]
+
+    answered = workflow_engine.set_step_success(
+        workflow_id=bg.APPROVAL,
+        transaction_id=transaction_id,
+        step_id=f"{bg.APPROVAL}-ask",
+        response={"approved": True},
+    )
+
+    # The next step is a background step: the answer hands the run to the worker.
+    assert str(answered.transaction.state) == "invoking"
+    row = wait_finished(bg.APPROVAL, transaction_id, [cluster])
+    assert row.state == "done", row.error
+    assert step_log(row) == [
+        ("first", 1, "COMPLETED"),
+        ("ask", 1, "COMPLETED"),
+        ("charge", 1, "COMPLETED"),
+        ("last", 1, "COMPLETED"),
+    ]
+    effects = bg.read_effects(effects_dir)
+    assert [step for _tx, step, *_ in effects] == ["first", "ask", "charge", "last"]
+    in_worker = [pid for _tx, step, _a, pid, _t in effects if step in ("charge", "last")]
+    assert all(os.getpgid(pid) == cluster.pgid for pid in in_worker)
+    assert os.getpid() not in in_worker
+
+
 def test_two_clusters_share_one_queue_without_running_a_step_twice(
     qcluster, django_q_backend, effects_dir
 ):

@@ -145,3 +145,34 @@ def _crash_workflow(input: dict) -> WorkflowResponse:
 
 
 create_workflow(CRASH, _crash_workflow, **STORE)
+
+
+# bg-approval: a plain step, an async step that waits for an answer (its handler runs
+# where run() is called), a background step, then a plain step.
+APPROVAL = "bg-approval"
+
+
+def _approval_step(name: str, **options: Any):
+    def invoke(value: dict, ctx: Any) -> StepResponse | None:
+        record(value["dir"], ctx, name)
+        if name == "ask":
+            return None
+        return _next(value, name)
+
+    invoke.__name__ = f"invoke_{name}"
+    return create_step(f"{APPROVAL}-{name}", invoke, **options)
+
+
+_approval_first = _approval_step("first")
+_approval_ask = _approval_step("ask", async_=True)
+_approval_charge = _approval_step("charge", **BACKGROUND)
+_approval_last = _approval_step("last")
+
+
+def _approval(input: dict) -> WorkflowResponse:
+    first = _approval_first(input)
+    _approval_ask(first)
+    return WorkflowResponse(_approval_last(_approval_charge(first)))
+
+
+create_workflow(APPROVAL, _approval, **STORE)
