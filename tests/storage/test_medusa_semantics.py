@@ -2,7 +2,7 @@
 DATABASE_URL names): async steps run where ``run()`` is called and wait, answers run
 the steps that follow in the caller, only background work goes to a worker; waiting
 attempts keep their wait; the transaction timeout blames the steps that overran; the
-result of a run that did not end ``done``; the top-level error as a message.
+result of a run that did not end ``done`` (the top-level error: test_execution_error).
 
 The django-q2 tests configure that backend with NO worker running: whatever would
 need one stays queued in ``OrmQ`` (or in Redis when the project uses that broker).
@@ -189,6 +189,28 @@ def test_an_async_step_that_returns_a_step_response_completes_here_and_a_worker_
         assert queued() == [("workflows_app.tasks.resume", (name, tx_id))]
     assert tasks.resume(name, tx_id) == "done"
     assert attempts(tx_id) == [("auto", 1, "COMPLETED"), ("last", 1, "COMPLETED")]
+
+
+def test_retry_step_hands_the_new_attempt_to_a_worker(django_q_backend):
+    name = approval_workflow()
+    res = workflow_engine.run(name, input=2)
+    tx_id = res.transaction.transaction_id
+
+    retried = workflow_engine.retry_step(f"{name}:{tx_id}:{name}-ask:invoke")
+
+    # As in Medusa (a retry scheduled at once), the worker invokes the step again.
+    assert str(retried.transaction.state) == "invoking"
+    assert attempts(tx_id) == [("first", 1, "COMPLETED"), ("ask", 1, "WAITING")]
+    if not uses_redis():
+        assert queued() == [("workflows_app.tasks.resume", (name, tx_id))]
+    assert tasks.resume(name, tx_id) == "invoking"
+    assert attempts(tx_id) == [
+        ("first", 1, "COMPLETED"),
+        ("ask", 1, "WAITING"),
+        ("ask", 2, "WAITING"),
+    ]
+    done = workflow_engine.set_step_success(f"{name}:{tx_id}:{name}-ask:invoke", response=1)
+    assert str(done.transaction.state) == "done"
 
 
 def test_responses_in_background_hands_the_following_steps_to_a_worker(django_q_backend, settings):
