@@ -415,6 +415,14 @@ class StepExecution(models.Model):
                 name="wf_step_attempt_unique",
             ),
         ]
+        indexes = [
+            # The few attempts waiting for an answer: recovery looks for nested ones.
+            models.Index(
+                fields=["execution"],
+                condition=Q(status=StepLogStatus.WAITING),
+                name="wf_step_waiting_idx",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.step_path} {self.handler_type} #{self.attempt} [{self.status}]"

@@ -6,7 +6,10 @@ Work meant for a worker runs in-process at once; delays wait on the virtual cloc
 that ``workflows_app.testing.advance`` moves.
 """
 
+from datetime import timedelta
+
 import pytest
+from django.utils import timezone
 
 from workflows_app.engine import workflow_engine
 from workflows_app.models import StepExecution, WorkflowExecution
@@ -499,3 +502,53 @@ def test_setup_reports_the_schedules_it_made():
     assert done["workflows:recover"] == "created"
     again = dict(workflow_engine.setup_schedules())
     assert again["workflows:schedule:lr-scheduled-flow"] == "updated"
+
+
+def _child_ends_while_the_parent_is_busy() -> tuple[str, str]:
+    """The child's answer arrives while another process holds the parent; that
+    holder then releases the parent without knowing. Returns both transaction ids."""
+    res = workflow_engine.run("lr-parent-flow", input=7)
+    parent_tx = res.transaction.transaction_id
+    child_tx = f"lr-child-flow-as-step-{parent_tx}"
+    busy = WorkflowExecution.objects.filter(pk=latest("lr-parent-flow").pk)
+    busy.update(owner="other-host:1:busy", lease_expires_at=timezone.now() + timedelta(hours=1))
+
+    workflow_engine.set_step_success(
+        workflow_id="lr-child-flow",
+        transaction_id=child_tx,
+        step_id="lr-child-approve",
+        response={"approved": True},
+    )
+
+    assert latest("lr-child-flow").state == "done"
+    assert latest("lr-parent-flow").state == "invoking"
+    busy.update(owner="", lease_expires_at=None)
+    return parent_tx, child_tx
+
+
+@pytest.mark.django_db(transaction=True)
+def test_recovery_completes_a_parent_step_whose_child_ended_while_the_parent_was_busy():
+    _child_ends_while_the_parent_is_busy()
+
+    assert workflow_engine.recover() == 1
+
+    parent = latest("lr-parent-flow")
+    assert parent.state == "done"
+    assert parent.output_payload == {"approved": True}
+    assert WorkflowExecution.objects.filter(workflow_id="lr-child-flow").count() == 1
+    assert calls == ["prepare", "approve asked", "finish"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_retry_step_takes_the_ended_child_instead_of_starting_a_second():
+    parent_tx, _child_tx = _child_ends_while_the_parent_is_busy()
+
+    workflow_engine.retry_step(
+        workflow_id="lr-parent-flow", transaction_id=parent_tx, step_id="lr-child-flow-as-step"
+    )
+
+    parent = latest("lr-parent-flow")
+    assert parent.state == "done"
+    assert parent.output_payload == {"approved": True}
+    assert WorkflowExecution.objects.filter(workflow_id="lr-child-flow").count() == 1
+    assert calls == ["prepare", "approve asked", "finish"]

@@ -452,7 +452,9 @@ def _run_nested_async(
     """Start (or resume) the child; if it cannot finish now the parent step waits, and
     the child completes it when it ends (``complete_parent_step``)."""
     context["nested_async"] = True
-    tx = child.begin(value, child_id, context, container=parent.container)
+    tx = _finished_child(child, child_id, context, parent)
+    if tx is None:
+        tx = child.begin(value, child_id, context, container=parent.container)
     if not tx.has_finished():
         tx.in_background = parent.in_background
         tx.notify_parent = False
@@ -464,6 +466,26 @@ def _run_nested_async(
     if isinstance(outcome, BaseException):
         raise outcome
     return outcome
+
+
+def _finished_child(
+    child: Workflow, child_id: str, context: dict, parent: Transaction
+) -> Transaction | None:
+    """The child this parent step already started and that has ended (it finished
+    while the parent was busy, and the step is invoked again by ``retry_step``): its
+    outcome is the step's, and no second child starts."""
+    if not (parent.stored and child.options["store"]):
+        return None
+    earlier = runtime.storage.load(child.definition, child_id, include_finished=True, claim=False)
+    if (
+        earlier is None
+        or not earlier.has_finished()
+        or earlier.metadata.get("parentStepIdempotencyKey")
+        != context.get("parent_step_idempotency_key")
+        or (earlier.started_at or 0) < (parent.started_at or 0)
+    ):
+        return None
+    return earlier
 
 
 def _child_outcome(child: Workflow, tx: Transaction) -> StepResponse | WorkflowError:

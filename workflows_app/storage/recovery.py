@@ -27,10 +27,11 @@ from django.db.models import F
 from django.utils import timezone
 
 from ..conf import workflows_settings
-from ..models import WorkflowExecution
+from ..models import StepExecution, WorkflowExecution
 from ..orchestration import Transaction, WorkflowNotFound, orchestrator, runtime
+from ..orchestration.states import Operation
 from ..sdk import get_workflow
-from ..status import ExecutionStatus, TransactionState
+from ..status import UNFINISHED_STATES, ExecutionStatus, StepLogStatus, TransactionState
 from .orm import retention_for
 
 logger = logging.getLogger("workflows_app")
@@ -116,11 +117,11 @@ def recover(
     dead = {row.pk: row.owner for row in held if process_is_gone(row.owner)}
     if dead:
         rows += list(WorkflowExecution.objects.filter(pk__in=dead))
+    recovered = complete_waiting_parents(limit)
     seen = {row.pk for row in rows}
     rows += [
         row for row in WorkflowExecution.objects.cancel_pending()[:limit] if row.pk not in seen
     ]
-    recovered = 0
     for row in rows:
         try:
             workflow = get_workflow(row.workflow_id)
@@ -174,3 +175,32 @@ def process_is_gone(owner: str) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
     except (OSError, IndexError):
         return False
+
+
+def complete_waiting_parents(limit: int) -> int:
+    """Complete the parent steps whose nested child ended while the parent was busy
+    (the child's row is the durable record of its outcome); returns how many."""
+    from ..sdk.workflows import complete_parent_step
+
+    waiting = StepExecution.objects.filter(
+        status=StepLogStatus.WAITING,
+        operation=Operation.SUB_WORKFLOW,
+        execution__state__in=UNFINISHED_STATES,
+        execution__owner="",
+    ).values_list("execution__workflow_id", "execution__transaction_id", "step_id", "handler_type")
+    keys = [":".join(parts) for parts in waiting[:limit]]
+    if not keys:
+        return 0
+    completed = 0
+    for row in WorkflowExecution.objects.finished().filter(parent_step_idempotency_key__in=keys):
+        try:
+            child = get_workflow(row.workflow_id)
+            tx = runtime.storage.load(
+                child.definition, row.transaction_id, include_finished=True, claim=False
+            )
+            if tx is not None and tx.has_finished():
+                complete_parent_step(tx)
+                completed += 1
+        except Exception:
+            logger.exception("Completing the parent step of nested %s failed", row.pk)
+    return completed
