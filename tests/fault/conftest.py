@@ -19,7 +19,19 @@ from tests.background.conftest import effects_dir as effects_dir
 from tests.background.conftest import qcluster as qcluster
 from workflows_app.engine import workflow_engine
 
+from .scenario import finish_seconds, runs_per_scenario
+
 REDIS_START_SECONDS = 10.0
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A scenario's time cap grows with ``FAULT_RUNS`` (the suite's default timeout is
+    for 20 runs)."""
+    cap = pytest.mark.timeout(finish_seconds(runs_per_scenario(), 4.0) + 120)
+    for item in items:
+        if HERE in item.path.parents:
+            item.add_marker(cap)
 
 
 @pytest.fixture

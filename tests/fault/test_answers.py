@@ -24,7 +24,7 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
 ]
 
-READY_SECONDS = 120.0
+READY_SECONDS = 60.0
 # Answers planned this far apart; the first one this long after the plan is written.
 ANSWER_SPACING = 0.25
 ANSWER_LEAD = 2.0
@@ -67,15 +67,16 @@ def test_two_processes_answer_one_waiting_step(fault_cluster, effects_dir, tmp_p
     transaction_ids = scenario.start(runs, sleep=0.05)
     plan = tmp_path / "plan.json"
     outs = {name: tmp_path / f"answers-{name}.txt" for name in ("A", "B")}
+    waiting = StepExecution.objects.filter(
+        execution__workflow_id=APPROVE,
+        execution__transaction_id__in=transaction_ids,
+        step_id=f"{APPROVE}-approve",
+        status="WAITING",
+    )
+    ready_seconds = READY_SECONDS + runs * 0.5
+    _wait_for("every run to wait", lambda: waiting.count() == runs, ready_seconds)
     answerers = [_answerer(name, plan, out) for name, out in outs.items()]
     try:
-        waiting = StepExecution.objects.filter(
-            execution__workflow_id=APPROVE,
-            execution__transaction_id__in=transaction_ids,
-            step_id=f"{APPROVE}-approve",
-            status="WAITING",
-        )
-        _wait_for("every run to wait", lambda: waiting.count() == runs, READY_SECONDS, answerers)
         ready = [out.with_suffix(".ready") for out in outs.values()]
         _wait_for("the answering processes", lambda: all(map(Path.exists, ready)), 60, answerers)
         first = time.time() + ANSWER_LEAD

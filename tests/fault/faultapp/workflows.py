@@ -121,7 +121,10 @@ def _run_child(input: dict) -> WorkflowResponse:
 
 nested_child = create_workflow(NESTED_CHILD, _run_child, **STORE)
 _busy_invoke, _busy_compensate = _body("busy")
-_busy = create_step(f"{NESTED_PARENT}-busy", _busy_invoke, _busy_compensate, **BACKGROUND)
+# io_bound: it overlaps the nested child in the parallel group instead of running first.
+_busy = create_step(
+    f"{NESTED_PARENT}-busy", _busy_invoke, _busy_compensate, io_bound=True, **BACKGROUND
+)
 _join_invoke, _join_compensate = _body("join")
 _join = create_step(f"{NESTED_PARENT}-join", _join_invoke, _join_compensate, **BACKGROUND)
 
