@@ -375,11 +375,19 @@ class WorkflowEngine:
         limit: int | None = None,
         offset: int | None = None,
     ) -> QuerySet[WorkflowExecution]:
-        """Stored executions, filtered, searched and ordered (newest first by default)."""
+        """Stored executions, filtered, searched and ordered (newest first by default).
+
+        ``filters`` maps a column to a value or a list of values, a date column to
+        ``{"gte": ..., "lt": ...}``; ``{"waiting": True}`` keeps the runs waiting for a
+        response (``WorkflowExecution.objects.waiting()``).
+        """
         queryset = WorkflowExecution.objects.all()
         for key, value in (filters or {}).items():
             field, _, lookup = key.partition("__")
-            if field in FILTER_FIELDS and not lookup:
+            if key == "waiting":
+                if value:
+                    queryset = queryset.waiting()
+            elif field in FILTER_FIELDS and not lookup:
                 if isinstance(value, list | tuple | set | frozenset):
                     queryset = queryset.filter(**{f"{field}__in": list(value)})
                 else:

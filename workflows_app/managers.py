@@ -12,11 +12,14 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from django.db import connections, models, transaction
-from django.db.models import Max, Min, Q, Subquery
+from django.db.models import Exists, Max, Min, OuterRef, Q, Subquery
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
-from .status import FINISHED_STATES, UNFINISHED_STATES
+from .status import FINISHED_STATES, UNFINISHED_STATES, StepLogStatus
+
+#: Step-log status of an attempt that waits for a response.
+WAITING = StepLogStatus.WAITING.value
 
 #: Columns that hold run data (flow, context, payloads); lists leave them out.
 HEAVY_COLUMNS = ("execution", "context", "input_payload", "output_payload", "error", "error_stack")
@@ -33,6 +36,18 @@ class WorkflowExecutionQuerySet(models.QuerySet):
 
     def finished(self) -> WorkflowExecutionQuerySet:
         return self.filter(state__in=FINISHED_STATES)
+
+    def waiting(self) -> WorkflowExecutionQuerySet:
+        """Unfinished runs with a step handler waiting for a response from outside
+        (an async step to be completed by a person or another system): what needs
+        attention. The admin's "Waiting for a response" filter, the API's
+        ``?waiting=true`` and ``workflows executions --waiting`` all ask this.
+
+        An ``EXISTS`` on the step log's partial index of waiting attempts."""
+        attempts = self.model._meta.get_field("step_executions").related_model
+        return self.unfinished().filter(
+            Exists(attempts.objects.filter(execution=OuterRef("pk"), status=WAITING))
+        )
 
     def lease_expired(self, now: datetime.datetime) -> WorkflowExecutionQuerySet:
         """Unfinished runs whose holder's lease (or hand-over deadline) passed before

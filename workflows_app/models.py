@@ -416,7 +416,8 @@ class StepExecution(models.Model):
             ),
         ]
         indexes = [
-            # The few attempts waiting for an answer: recovery looks for nested ones.
+            # The few attempts waiting for an answer: recovery looks for nested ones,
+            # and WorkflowExecution.objects.waiting() for runs that need a person.
             models.Index(
                 fields=["execution"],
                 condition=Q(status=StepLogStatus.WAITING),

@@ -11,6 +11,7 @@ from django.utils.translation import gettext_lazy as _
 
 from ..engine import workflow_engine
 from ..managers import WorkflowExecutionQuerySet
+from ..models import WorkflowExecution
 
 #: Columns the list page needs; the JSON columns stay in the database.
 LIST_COLUMNS = (
@@ -85,3 +86,24 @@ class WorkflowFilter(admin.SimpleListFilter):
     def queryset(self, request, queryset):
         value = self.value()
         return queryset.filter(workflow_id=value) if value else queryset
+
+
+class WaitingFilter(admin.SimpleListFilter):
+    """Runs that wait for a response: what needs a person. The same rows as the API's
+    ``?waiting=true`` and ``workflows executions --waiting``
+    (``WorkflowExecution.objects.waiting()``); the choice shows how many there are."""
+
+    title = _("needs attention")
+    parameter_name = "waiting"
+    #: Beyond this many the count shows "999+" (the count reads at most cap + 1 rows).
+    count_cap = 999
+
+    def lookups(self, request, model_admin):
+        found = WorkflowExecution.objects.waiting().count_up_to(self.count_cap)
+        count = f"{self.count_cap}+" if found > self.count_cap else str(found)
+        return [("true", _("Waiting for a response (%(count)s)") % {"count": count})]
+
+    def queryset(self, request, queryset):
+        if self.value() == "true":
+            return queryset.waiting()
+        return queryset

@@ -33,6 +33,7 @@ from ..status import TransactionState
 from .changelist import (
     EstimatedCountPaginator,
     ExecutionChangeList,
+    WaitingFilter,
     WorkflowFilter,
 )
 from .display import (
@@ -60,7 +61,7 @@ class WorkflowExecutionAdmin(admin.ModelAdmin):
         "created_display",
     )
     list_display_links = ("transaction_id",)
-    list_filter = ("state", WorkflowFilter)
+    list_filter = (WaitingFilter, "state", WorkflowFilter)
     # Exact matches only: every column here has a b-tree index, and PostgreSQL cannot use
     # one for icontains/istartswith (UPPER(...) LIKE); the primary key's LIKE index is
     # dropped by the initial migration. See get_search_results().

@@ -50,6 +50,14 @@ class WorkflowExecutionFilter(django_filters.FilterSet):
         lookup_expr="lt",
         help_text=_("ISO 8601 date-time; executions created before it."),
     )
+    waiting = django_filters.ChoiceFilter(
+        choices=[("true", "true"), ("false", "false")],
+        method="search",
+        help_text=_(
+            "true: only unfinished executions with a step waiting for a response "
+            "(what needs attention); false or absent: no restriction."
+        ),
+    )
     q = django_filters.CharFilter(
         method="search",
         max_length=255,
@@ -76,6 +84,8 @@ class WorkflowExecutionFilter(django_filters.FilterSet):
             created["lt"] = _utc(data["created_before"])
         if created:
             filters["created_at"] = created
+        if data.get("waiting") == "true":
+            filters["waiting"] = True
         return filters, data.get("q") or None
 
     def filter_queryset(self, queryset: QuerySet) -> QuerySet:

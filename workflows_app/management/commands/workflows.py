@@ -224,6 +224,11 @@ def _executions_arguments(parser: CommandParser) -> None:
     )
     parser.add_argument("--workflow", help="Only executions of this workflow.")
     parser.add_argument(
+        "--waiting",
+        action="store_true",
+        help="Only unfinished executions with a step waiting for a response.",
+    )
+    parser.add_argument(
         "--limit", type=_positive_int, default=50, help="Show at most this many (default 50)."
     )
 
@@ -235,6 +240,8 @@ def list_executions(command: Command, options: dict) -> None:
         filters["state"] = options["state"]
     if options["workflow"]:
         filters["workflow_id"] = options["workflow"]
+    if options["waiting"]:
+        filters["waiting"] = True
     executions = list(
         workflow_engine.list_workflow_executions(filters=filters, limit=options["limit"])
     )
