@@ -19,9 +19,10 @@ from django.utils.decorators import method_decorator
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 from django.utils.translation import gettext_lazy as _
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_http_methods, require_POST
 
 from .. import graph, presentation
+from . import confirm
 from ..engine import workflow_engine
 from ..models import (
     EXECUTION_ID_PREFIX,
@@ -385,9 +386,11 @@ class WorkflowExecutionAdmin(admin.ModelAdmin):
             .first()
         )
 
-    @method_decorator(require_POST)
+    @method_decorator(require_http_methods(["GET", "HEAD", "POST"]))
     def cancel_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         obj = self.command_object(request, object_id, PERM_CANCEL)
+        if request.method != "POST":
+            return confirm.render(self, request, obj, confirm.cancel_plan(obj), request.path)
         self.run_command(
             request,
             obj,
@@ -453,8 +456,12 @@ class WorkflowExecutionAdmin(admin.ModelAdmin):
                 initial={
                     "step_id": request.GET.get("step", ""),
                     "action": request.GET.get("action", "invoke"),
+                    "outcome": request.GET.get("outcome", ""),
                 }
             )
+        if form["outcome"].value() == "failure":
+            plan = confirm.mark_failed_plan(obj, form["step_id"].value())
+            return confirm.render(self, request, obj, plan, request.path, form=form)
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
@@ -468,9 +475,12 @@ class WorkflowExecutionAdmin(admin.ModelAdmin):
         }
         return TemplateResponse(request, self.complete_step_template, context)
 
-    @method_decorator(require_POST)
+    @method_decorator(require_http_methods(["GET", "HEAD", "POST"]))
     def retry_compensation_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         obj = self.command_object(request, object_id, PERM_RETRY)
+        if request.method != "POST":
+            plan = confirm.retry_compensation_plan(obj)
+            return confirm.render(self, request, obj, plan, request.path)
         self.run_command(
             request,
             obj,
@@ -479,9 +489,11 @@ class WorkflowExecutionAdmin(admin.ModelAdmin):
         )
         return HttpResponseRedirect(self.change_url(obj.pk))
 
-    @method_decorator(require_POST)
+    @method_decorator(require_http_methods(["GET", "HEAD", "POST"]))
     def rerun_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         obj = self.command_object(request, object_id, PERM_RUN)
+        if request.method != "POST":
+            return confirm.render(self, request, obj, confirm.rerun_plan(obj), request.path)
         result = self.run_command(
             request, obj, lambda: workflow_engine.rerun(obj.pk), str(_("Run again"))
         )
