@@ -270,3 +270,117 @@ def test_graphs_fit_the_detail_pages(page, live_server, width):
         if name in ("create-order", wf.LONG):
             shot(page, f"detail-{name}-{width}.png", full_page=False)
     assert long.state == "done"
+
+
+# Live detail page, confirmation pages, the waiting filter.
+
+
+def test_a_running_execution_updates_by_itself_when_its_step_is_answered(page, live_server):
+    from workflows_app.engine import workflow_engine
+
+    waiting = run_stored(wf.WAITING, {"ref": "live"})
+    page.goto(
+        live_server.url + reverse("admin:workflows_app_workflowexecution_change", args=[waiting.pk])
+    )
+    page.wait_for_selector('#wf-live-status[data-live="on"]')
+    assert page.locator(".wf-heading .wf-badge").inner_text().strip() == "Invoking"
+    assert page.locator("#waiting").count() == 1
+    # A marker that a reload would lose.
+    page.evaluate("window.wfNotReloaded = true")
+
+    # Another client answers the step (the engine, as the API or a worker would).
+    workflow_engine.set_step_success(
+        workflow_id=waiting.workflow_id,
+        transaction_id=waiting.transaction_id,
+        step_id="approve",
+        response={"approved_by": "someone else"},
+    )
+
+    page.wait_for_function(
+        "() => document.querySelector('.wf-heading .wf-badge').textContent.trim() === 'Done'",
+        timeout=20_000,
+    )
+    page.wait_for_selector('#wf-live-status[data-live="stopped"]', timeout=20_000)
+    assert page.evaluate("window.wfNotReloaded") is True
+    assert page.locator("#waiting").count() == 0
+    assert "3 of 3 steps" in page.locator("#general").inner_text()
+    assert page.locator('svg.wf-graph g.wf-node[data-state="done"]').count() == 3
+    assert "someone else" in page.locator("#history").text_content()
+    shot(page, "detail-live-finished.png", full_page=False)
+
+
+@pytest.mark.parametrize("width", [1440, 800])
+def test_each_destructive_command_asks_first(page, live_server, width):
+    page.set_viewport_size({"width": width, "height": 900})
+    done = run_stored(wf.OK, {"ref": f"confirm-{width}"})
+    failed = run_stored(wf.FAILED, {"ref": f"confirm-{width}"})
+    waiting = run_stored(wf.WAITING, {"ref": f"confirm-{width}"})
+
+    def detail(execution):
+        page.goto(
+            live_server.url
+            + reverse("admin:workflows_app_workflowexecution_change", args=[execution.pk])
+        )
+
+    def state(execution):
+        return WorkflowExecution.objects.get(pk=execution.pk).state
+
+    # Cancel: the page lists the compensation; going back changes nothing.
+    detail(done)
+    page.locator(".object-tools a", has_text="Cancel").click()
+    page.wait_for_selector("h1:has-text('Are you sure?')")
+    assert "admin-tests-reserve" in page.locator("ol.wf-compensation-order").inner_text()
+    shot(page, f"confirm-cancel-{width}.png")
+    page.locator("a.cancel-link").click()
+    page.wait_for_url("**/change/")
+    assert state(done) == "done"
+    page.locator(".object-tools a", has_text="Cancel").click()
+    page.locator("input.wf-confirm-button").click()
+    page.wait_for_selector(".messagelist .success")
+    assert state(done) == "reverted"
+
+    # Retry compensation.
+    detail(failed)
+    page.locator(".object-tools a", has_text="Retry compensation").click()
+    page.wait_for_selector("h1:has-text('Are you sure?')")
+    assert "admin-tests-reserve-flaky" in page.locator("ol.wf-compensation-order").inner_text()
+    page.locator("input.wf-confirm-button").click()
+    page.wait_for_selector(".messagelist .success")
+    assert state(failed) == "reverted"
+
+    # Run again.
+    detail(done)
+    page.locator(".object-tools a", has_text="Run again").click()
+    page.wait_for_selector("h1:has-text('Are you sure?')")
+    assert WorkflowExecution.objects.filter(workflow_id=wf.OK).count() == 1
+    page.locator("input.wf-confirm-button").click()
+    page.wait_for_selector(".messagelist .success")
+    assert WorkflowExecution.objects.filter(workflow_id=wf.OK).count() == 2
+
+    # Mark failed: the confirmation page holds the error field.
+    detail(waiting)
+    page.locator("#waiting a.wf-mark-failed").click()
+    page.wait_for_selector("h1:has-text('Are you sure?')")
+    assert state(waiting) == "invoking"
+    page.fill("textarea[name=response]", '{"message": "rejected by ops"}')
+    page.check("input[name=force_permanent_failure]")
+    shot(page, f"confirm-mark-failed-{width}.png")
+    page.locator("input.wf-confirm-button").click()
+    page.wait_for_selector(".messagelist .success")
+    assert state(waiting) == "reverted"
+
+
+def test_waiting_filter_lists_what_needs_attention(page, live_server):
+    waiting = [run_stored(wf.WAITING, {"ref": f"attention-{i}"}) for i in range(2)]
+    run_stored(wf.OK, {"ref": "attention-done"})
+
+    page.goto(live_server.url + reverse("admin:workflows_app_workflowexecution_changelist"))
+    link = page.locator("#changelist-filter a", has_text="Waiting for a response")
+    assert link.inner_text().strip() == "Waiting for a response (2)"
+    link.click()
+    page.wait_for_url("**waiting=true**")
+    rows = page.locator("#result_list tbody tr")
+    assert rows.count() == 2
+    text = page.locator("#result_list").inner_text()
+    assert all(w.transaction_id in text for w in waiting)
+    shot(page, "list-waiting.png")

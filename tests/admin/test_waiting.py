@@ -1,4 +1,4 @@
-""""Waiting for a response": one definition for the admin filter, the API and the command."""
+""" "Waiting for a response": one definition for the admin filter, the API and the command."""
 
 from __future__ import annotations
 

@@ -27,6 +27,8 @@ class Plan:
     """What a command will do, in words and step lists, for its confirmation page."""
 
     command: str
+    #: The command's name, as on the detail page's link.
+    label: str
     question: str
     consequences: list[str] = field(default_factory=list)
     #: Steps compensated, one list per stage (a stage's steps run together), in order.
@@ -78,6 +80,7 @@ def cancel_plan(obj: WorkflowExecution) -> Plan:
     waiting = [v.step_id for _s, v in _steps(obj) if v.waiting_handler]
     plan = Plan(
         command="cancel",
+        label=_("Cancel"),
         question=_("Are you sure you want to cancel %(workflow)s run %(tx)s?")
         % {"workflow": obj.workflow_id, "tx": obj.transaction_id},
         stages=order,
@@ -103,13 +106,14 @@ def retry_compensation_plan(obj: WorkflowExecution) -> Plan:
     order, _nothing = stages(obj, lambda step, view: view.compensate.get("state") == "failed")
     return Plan(
         command="retry_compensation",
+        label=_("Retry compensation"),
         question=_("Are you sure you want to retry the failed compensations of %(tx)s?")
         % {"tx": obj.transaction_id},
         consequences=[
             _("The compensations that failed run again; the others are not repeated."),
             _("The run ends Reverted if they succeed, Failed again otherwise."),
         ],
-        stages=[sum(order, [])] if order else [],
+        stages=[[step for stage in order for step in stage]] if order else [],
         button=_("Yes, retry the compensation"),
     )
 
@@ -118,6 +122,7 @@ def rerun_plan(obj: WorkflowExecution) -> Plan:
     steps = [v.step_id for _s, v in _steps(obj)]
     return Plan(
         command="rerun",
+        label=_("Run again"),
         question=_("Are you sure you want to run %(workflow)s again with the same input?")
         % {"workflow": obj.workflow_id},
         consequences=[
@@ -133,6 +138,7 @@ def mark_failed_plan(obj: WorkflowExecution, step_id: str) -> Plan:
     order, nothing = stages(obj, _compensated_on_revert)
     return Plan(
         command="mark_failed",
+        label=_("Mark failed"),
         question=_("Are you sure you want to mark step %(step)s of %(tx)s failed?")
         % {"step": step_id, "tx": obj.transaction_id},
         consequences=[

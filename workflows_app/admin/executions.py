@@ -22,7 +22,6 @@ from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_http_methods, require_POST
 
 from .. import graph, presentation
-from . import confirm
 from ..engine import workflow_engine
 from ..models import (
     EXECUTION_ID_PREFIX,
@@ -31,6 +30,7 @@ from ..models import (
 )
 from ..orchestration import WorkflowsError
 from ..status import TransactionState
+from . import confirm
 from .changelist import (
     EstimatedCountPaginator,
     ExecutionChangeList,
@@ -49,6 +49,7 @@ from .display import (
     state_label,
 )
 from .forms import CompleteStepForm
+from .live import live_view
 
 
 @admin.register(WorkflowExecution)
@@ -259,6 +260,9 @@ class WorkflowExecutionAdmin(admin.ModelAdmin):
             "workflow_registered": registered,
             "attempt_count": len(attempts),
             "url_names": self.url_names(),
+            "live_url": None
+            if obj.is_finished
+            else reverse(self.url_names()["live"], args=[obj.pk], current_app=self.admin_site.name),
         }
 
     @staticmethod
@@ -280,7 +284,14 @@ class WorkflowExecutionAdmin(admin.ModelAdmin):
         base = f"{self.opts.app_label}_{self.opts.model_name}"
         return {
             name: f"{self.admin_site.name}:{base}_{name}"
-            for name in ("cancel", "retry_step", "complete_step", "retry_compensation", "rerun")
+            for name in (
+                "cancel",
+                "retry_step",
+                "complete_step",
+                "retry_compensation",
+                "rerun",
+                "live",
+            )
         }
 
     def get_urls(self):
@@ -307,6 +318,11 @@ class WorkflowExecutionAdmin(admin.ModelAdmin):
                 name=f"{base}_retry_compensation",
             ),
             path("<path:object_id>/rerun/", wrap(self.rerun_view), name=f"{base}_rerun"),
+            path(
+                "<path:object_id>/live/",
+                wrap(lambda request, object_id: live_view(self, request, object_id)),
+                name=f"{base}_live",
+            ),
             *super().get_urls(),
         ]
 
