@@ -149,6 +149,11 @@ class StepView:
         return self.invoke.get("state") == "done"
 
 
+def stored_step_data(context: Mapping[str, Any] | None, step_id: str) -> Mapping[str, Any]:
+    """What the context column keeps of one step (``output``, ``compensateInput``)."""
+    return _mapping(_mapping(_mapping(_mapping(context).get("data")).get("invoke")).get(step_id))
+
+
 def step_views(
     execution: Mapping[str, Any] | None, context: Mapping[str, Any] | None
 ) -> list[StepView]:

@@ -384,3 +384,30 @@ def test_waiting_filter_lists_what_needs_attention(page, live_server):
     text = page.locator("#result_list").inner_text()
     assert all(w.transaction_id in text for w in waiting)
     shot(page, "list-waiting.png")
+
+
+def test_the_list_reads_right_at_800_px(page, live_server):
+    run_stored(wf.OK, {"ref": "narrow"})
+    run_stored(wf.REVERTED, {"ref": "narrow"})
+    page.set_viewport_size({"width": 800, "height": 900})
+    page.goto(live_server.url + reverse("admin:workflows_app_workflowexecution_changelist"))
+    page.wait_for_selector("#result_list")
+
+    assert page.locator("#content h1").inner_text().strip() == "Workflows"
+    assert "2 runs" in page.locator(".paginator").inner_text()
+    # Each row still shows its transaction, workflow, state and progress, inside the
+    # list's box (not scrolled away).
+    results = page.locator("#changelist .results").bounding_box()
+    assert results["x"] + results["width"] <= 800
+    for column in ("transaction_id", "workflow_id", "state_display", "progress_display"):
+        cell = page.locator(
+            f"#result_list tbody tr td.field-{column}, #result_list tbody tr th.field-{column}"
+        ).first
+        box = cell.bounding_box()
+        assert box is not None and box["width"] > 30, column
+        assert box["x"] + box["width"] <= results["x"] + results["width"] + 0.5, column
+    overflow = page.evaluate(
+        "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    assert overflow <= 0
+    shot(page, "list-800.png")

@@ -109,3 +109,14 @@ def _long(input):
 
 
 create_workflow(LONG, _long, **KEEP)
+
+
+# A workflow with an input example for the Run form.
+WITH_EXAMPLE = "admin-tests-with-example"
+
+create_workflow(
+    WITH_EXAMPLE,
+    lambda input: echo(input),
+    input_example={"ref": "example-ref", "lines": [{"sku": "A-1", "qty": 2}]},
+    **KEEP,
+)

@@ -7,6 +7,7 @@ from functools import cached_property
 from django.contrib import admin
 from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
+from django.utils.text import capfirst
 from django.utils.translation import gettext_lazy as _
 
 from ..engine import workflow_engine
@@ -62,7 +63,14 @@ class EstimatedCountPaginator(Paginator):
 
 
 class ExecutionChangeList(ChangeList):
-    """The list's queryset reads only the listed columns plus the two progress numbers."""
+    """The list's queryset reads only the listed columns plus the two progress numbers.
+
+    Its title is the entry's name ("Workflows"), not "Select workflow execution to view".
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.title = capfirst(self.opts.verbose_name_plural)
 
     def get_queryset(self, request, exclude_parameters=None):
         queryset = super().get_queryset(request, exclude_parameters).with_progress()

@@ -16,6 +16,7 @@ from ..engine import workflow_engine
 from ..models import (
     WorkflowDefinitionEntry,
 )
+from . import examples
 from .display import APP, ENGINE_ERRORS, PERM_RUN, pretty_json, state_label
 from .executions import WorkflowExecutionAdmin
 from .forms import RunWorkflowForm, run_form
@@ -87,7 +88,8 @@ class WorkflowDefinitionAdmin(admin.ModelAdmin):
                     "graph_svg": mark_safe(  # graph.py escapes its texts
                         graph.step_graph_svg(nodes, title=workflow.name)
                     ),
-                    "form": forms_by_name.get(workflow.name) or run_form(workflow.name),
+                    "form": forms_by_name.get(workflow.name)
+                    or run_form(workflow.name, example=examples.run_input_example(workflow)),
                     "executions_url": f"{executions_url}?workflow_id={workflow.name}",
                 }
             )
@@ -137,12 +139,7 @@ class WorkflowDefinitionAdmin(admin.ModelAdmin):
         execution = WorkflowExecutionAdmin.stored_execution(result)
         if execution is not None:
             self.log_change(request, execution, f"Ran workflow {name} from the admin")
-            self.message_user(
-                request,
-                _("Started %(name)s: the transaction is %(state)s.")
-                % {"name": name, "state": state_label(state)},
-                messages.SUCCESS,
-            )
+            self.message_user(request, *examples.run_outcome(name, state))
             return HttpResponseRedirect(
                 reverse(
                     f"admin:{APP}_workflowexecution_change",

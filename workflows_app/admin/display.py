@@ -67,3 +67,28 @@ def duration_text(execution: WorkflowExecution) -> str:
     if execution.duration_ms is None and execution.state not in FINISHED_STATES:
         return _("%(time)s so far") % {"time": text}
     return text
+
+
+#: How a finished run ended, in words that agree with its state badge.
+_ENDINGS: dict[tuple[str, str], Any] = {
+    ("done", "COMPLETED"): _("Completed"),
+    ("reverted", "FAILED"): _("Failed, then reverted: what its steps did was compensated"),
+    ("reverted", "CANCELED"): _("Canceled, then reverted: what its steps did was compensated"),
+    ("reverted", "TIMED_OUT"): _("Timed out, then reverted: what its steps did was compensated"),
+    ("reverted", "COMPLETED"): _("Reverted: what its steps did was compensated"),
+}
+
+
+def outcome_text(execution: WorkflowExecution, waiting: bool = False) -> str:
+    """The run's status in words that agree with its state (the badge beside it):
+    a reverted run's status ``FAILED`` reads "Failed, then reverted", not "Failed"."""
+    state, status = execution.state, execution.status
+    if state == TransactionState.FAILED:
+        return str(_("Failed, and a compensation failed too: it needs attention"))
+    if state in FINISHED_STATES:
+        return str(_ENDINGS.get((state, status), state_label(state)))
+    if state in (TransactionState.COMPENSATING, TransactionState.WAITING_TO_COMPENSATE):
+        return str(_("Running its compensation"))
+    if waiting:
+        return str(_("Running, waiting for a response"))
+    return str(_("Running"))

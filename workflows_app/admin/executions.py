@@ -30,7 +30,7 @@ from ..models import (
 )
 from ..orchestration import WorkflowsError
 from ..status import TransactionState
-from . import confirm
+from . import confirm, examples
 from .changelist import (
     EstimatedCountPaginator,
     ExecutionChangeList,
@@ -44,6 +44,7 @@ from .display import (
     PERM_RETRY,
     PERM_RUN,
     duration_text,
+    outcome_text,
     pretty_json,
     state_badge,
     state_label,
@@ -192,8 +193,13 @@ class WorkflowExecutionAdmin(admin.ModelAdmin):
                 "open": state in ("failed", "timeout", "waiting") or bool(view.errors),
             }
             if waiting_action:
+                example = (
+                    examples.step_response_example(obj.workflow_id, action)
+                    if waiting_action == "invoke"
+                    else None
+                )
                 entry["complete_form"] = CompleteStepForm(
-                    initial={"step_id": action, "action": waiting_action},
+                    initial={"step_id": action, "action": waiting_action, "response": example},
                     auto_id=graph.html_id("id-complete", action) + "-%s",
                 )
                 waiting_steps.append(entry)
@@ -235,6 +241,7 @@ class WorkflowExecutionAdmin(admin.ModelAdmin):
             "title": _("Workflow execution %(id)s") % {"id": self.short_id(obj)},
             "short_id": self.short_id(obj),
             "state_badge": state_badge(obj.state),
+            "outcome": outcome_text(obj, waiting=bool(waiting_steps)),
             "duration": duration_text(obj),
             "progress_done": done,
             "progress_total": total,

@@ -58,10 +58,15 @@ class RunWorkflowForm(forms.Form):
     )
 
 
-def run_form(name: str, data: Any = None) -> RunWorkflowForm:
-    """The Run form of one workflow (ids unique on the page of all workflows)."""
-    return RunWorkflowForm(
-        data,
-        initial={"workflow": name},
-        auto_id=graph.html_id("id-run", name) + "-%s",
-    )
+def run_form(
+    name: str, data: Any = None, example: tuple[Any, str] | None = None
+) -> RunWorkflowForm:
+    """The Run form of one workflow (ids unique on the page of all workflows), its
+    input filled with ``example`` (value, where it comes from) when there is one."""
+    initial: dict[str, Any] = {"workflow": name}
+    if example is not None:
+        initial["input"] = example[0]
+    form = RunWorkflowForm(data, initial=initial, auto_id=graph.html_id("id-run", name) + "-%s")
+    if example is not None:
+        form.fields["input"].help_text = _("Example from %(source)s.") % {"source": example[1]}
+    return form

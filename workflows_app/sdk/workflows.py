@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable
@@ -35,7 +36,9 @@ from .references import StepRef, compile_value
 
 logger = logging.getLogger("workflows_app")
 
-WORKFLOW_OPTIONS = frozenset({"store", "retention_time", "idempotent", "timeout", "schedule"})
+WORKFLOW_OPTIONS = frozenset(
+    {"store", "retention_time", "idempotent", "timeout", "schedule", "input_example"}
+)
 RETENTION_STATES = frozenset({"done", "failed", "reverted"})
 EVENT_NAMES = frozenset(
     {
@@ -137,6 +140,11 @@ def _normalise_options(name: str, options: dict[str, Any]) -> dict:
             raise CompositionError(
                 f"retention_time keys must be final states (done, failed, reverted), not {bad}"
             )
+    if "input_example" in options:
+        try:
+            json.dumps(options["input_example"])
+        except (TypeError, ValueError) as exc:
+            raise CompositionError(f"input_example must be JSON-serialisable: {exc}") from None
     return {"name": name, **options}
 
 
