@@ -30,7 +30,7 @@ from ..models import (
 )
 from ..orchestration import WorkflowsError
 from ..status import TransactionState
-from . import confirm, examples
+from . import confirm, dashboard, examples
 from .changelist import (
     EstimatedCountPaginator,
     ExecutionChangeList,
@@ -98,6 +98,11 @@ class WorkflowExecutionAdmin(admin.ModelAdmin):
         return False
 
     # List
+
+    def changelist_view(self, request, extra_context=None):
+        since, rows = dashboard.summary()
+        context = {"dashboard_since": since, "dashboard_rows": rows, **(extra_context or {})}
+        return super().changelist_view(request, context)
 
     def get_changelist(self, request, **kwargs):
         return ExecutionChangeList
