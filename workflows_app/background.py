@@ -108,7 +108,9 @@ class DjangoQScheduler:
         from django_q.tasks import async_task
 
         def send() -> None:
-            async_task(func, *args, save=False)
+            # Results are kept (django-q2 prunes successes beyond Q_CLUSTER["save_limit"]),
+            # so an attempt's task id (StepExecution.task_id) leads to its task.
+            async_task(func, *args, save=True)
 
         def send_after_commit() -> None:
             try:

@@ -402,6 +402,20 @@ class StepExecution(models.Model):
         blank=True,
         help_text=_("Number of items of the loop this iteration belongs to."),
     )
+    task_id = models.CharField(
+        _("task ID"),
+        max_length=64,
+        blank=True,
+        default="",
+        help_text=_("Id of the django-q2 task that ran the attempt; empty when in-process."),
+    )
+    worker = models.CharField(
+        _("worker"),
+        max_length=255,
+        blank=True,
+        default="",
+        help_text=_('"host:pid" of the process that ran the attempt.'),
+    )
 
     class Meta:
         db_table = "workflow_step_execution"

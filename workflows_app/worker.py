@@ -10,7 +10,10 @@ a thread that turns due django-q2 schedules into tasks every
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
+from contextvars import ContextVar
 from typing import Any
 
 from django.db import close_old_connections
@@ -20,11 +23,42 @@ logger = logging.getLogger("workflows_app")
 _ticker: threading.Thread | None = None
 _ticker_lock = threading.Lock()
 
+#: Id of the django-q2 task this thread runs, set by django-q2's ``pre_execute``
+#: signal: the step attempts recorded meanwhile keep it (``StepExecution.task_id``).
+_current_task: ContextVar[str] = ContextVar("workflows_current_task", default="")
+
+
+def current_task_id() -> str:
+    """The django-q2 task id being executed in this thread, ``""`` outside a task."""
+    return _current_task.get()
+
+
+_label: tuple[int, str] = (0, "")
+
+
+def process_label() -> str:
+    """``host:pid`` of this process, kept on each step attempt it runs."""
+    global _label
+    pid = os.getpid()
+    if _label[0] != pid:
+        _label = (pid, f"{socket.gethostname()}:{pid}")
+    return _label[1]
+
 
 def connect_worker_signals() -> None:
-    from django_q.signals import post_spawn
+    from django_q.signals import post_execute, post_spawn, pre_execute
 
     post_spawn.connect(on_worker_start, dispatch_uid="workflows_app.worker_start")
+    pre_execute.connect(on_task_start, dispatch_uid="workflows_app.task_start")
+    post_execute.connect(on_task_end, dispatch_uid="workflows_app.task_end")
+
+
+def on_task_start(sender: Any = None, task: dict | None = None, **kwargs: Any) -> None:
+    _current_task.set(str((task or {}).get("id") or ""))
+
+
+def on_task_end(sender: Any = None, **kwargs: Any) -> None:
+    _current_task.set("")
 
 
 def on_worker_start(sender: Any = None, proc_name: str = "", **kwargs: Any) -> None:

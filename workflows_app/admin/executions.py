@@ -30,7 +30,7 @@ from ..models import (
 )
 from ..orchestration import WorkflowsError
 from ..status import TransactionState
-from . import confirm, dashboard, examples
+from . import confirm, dashboard, examples, worker_tasks
 from .changelist import (
     EstimatedCountPaginator,
     ExecutionChangeList,
@@ -151,6 +151,7 @@ class WorkflowExecutionAdmin(admin.ModelAdmin):
         for attempt in attempts:
             attempts_by_path[attempt.step_path].append(attempt)
 
+        task_links = worker_tasks.task_urls((a.task_id for a in attempts), self.admin_site.name)
         can = self.command_permissions(request)
         steps = []
         waiting_steps = []
@@ -182,6 +183,9 @@ class WorkflowExecutionAdmin(admin.ModelAdmin):
                         "status_value": a.status,
                         "started_at": a.started_at,
                         "duration": graph.format_duration_ms(a.duration_ms),
+                        "task_id": a.task_id,
+                        "task_url": task_links.get(a.task_id),
+                        "worker": a.worker,
                     }
                     for a in step_attempts
                 ],

@@ -40,6 +40,7 @@ from ..orchestration import (
 )
 from ..redaction import Redactor, mask_sensitive
 from ..status import FINISHED_STATES
+from ..worker import current_task_id, process_label
 from .cancels import cancel_requested, request_cancel
 from .leases import Handle, give_up, lease_keeper, lease_seconds, new_owner
 from .sql import (
@@ -363,6 +364,8 @@ class OrmStorage:
                 attempt=record.attempt,
                 iteration=record.iteration,
                 total_items=record.total_items,
+                task_id=current_task_id(),
+                worker=process_label(),
             )
             if workflows_settings.DURABILITY == "boundary":
                 handle.buffer.append(StepExecution(**values))

@@ -50,6 +50,8 @@ STEP_COLUMNS = (
     "duration_ms",
     "iteration",
     "total_items",
+    "task_id",
+    "worker",
 )
 _STEP_JSON = frozenset({"input", "output", "compensate_input", "error"})
 _STEP_JSON_POSITIONS = tuple(i for i, name in enumerate(STEP_COLUMNS) if name in _STEP_JSON)
