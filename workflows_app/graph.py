@@ -134,10 +134,10 @@ def nodes_from_description(steps: Iterable[Mapping[str, Any]]) -> list[Node]:
 
 
 # Layout constants of the step graph (pixels). Nodes are as wide as the longest label
-# needs (about 7.5 px a character at 13 px bold), between NODE_MIN_W and NODE_MAX_W.
+# needs (about 8 px a character at 13 px bold), between NODE_MIN_W and NODE_MAX_W.
 NODE_MIN_W = 150
 NODE_MAX_W = 280
-CHAR_W = 7.5
+CHAR_W = 8.0
 NODE_H = 46
 GAP_X = 48
 GAP_Y = 18

@@ -55,7 +55,7 @@ def browser():
 def page(browser, live_server, admin_user):
     context = browser.new_context(viewport={"width": 1440, "height": 900})
     page = context.new_page()
-    page.set_default_timeout(15_000)
+    page.set_default_timeout(30_000)  # a safety cap: the machine may be loaded
     page.goto(live_server.url + reverse("admin:login"))
     page.fill("#id_username", admin_user.username)
     page.fill("#id_password", "password")
@@ -161,7 +161,7 @@ def test_run_a_workflow_from_the_definitions_page(page, live_server):
     page.click("text=Workflow definitions")
     page.wait_for_selector(f"#workflow-{wf.OK}")
     section = page.locator(f"#workflow-{wf.OK}")
-    assert section.locator("svg.wf-graph g.wf-node").count() == 3
+    assert section.locator("svg.wf-graph:visible g.wf-node").count() == 3
     # Every workflow the whole suite registered is on this page: capture the viewport.
     section.scroll_into_view_if_needed()
     shot(page, "definitions.png", full_page=False)
@@ -411,3 +411,33 @@ def test_the_list_reads_right_at_800_px(page, live_server):
     )
     assert overflow <= 0
     shot(page, "list-800.png")
+
+
+def test_graph_colours_follow_the_dark_theme(page, live_server):
+    done = run_stored(wf.OK, {"ref": "dark"})
+    page.emulate_media(color_scheme="dark")
+    page.goto(
+        live_server.url + reverse("admin:workflows_app_workflowexecution_change", args=[done.pk])
+    )
+    page.wait_for_selector("svg.wf-graph", state="attached")
+
+    colours = page.evaluate(
+        """() => {
+          const rgb = (c) => c.match(/[\\d.]+/g).slice(0, 3).map(Number);
+          const light = (c) => {
+            const [r, g, b] = rgb(c);
+            return (r * 299 + g * 587 + b * 114) / 255000;
+          };
+          const node = document.querySelector('svg.wf-graph g.wf-node');
+          return {
+            body: light(getComputedStyle(document.body).backgroundColor),
+            box: light(getComputedStyle(node.querySelector('rect.wf-box')).fill),
+            label: light(getComputedStyle(node.querySelector('text.wf-label')).fill),
+          };
+        }"""
+    )
+    assert colours["body"] < 0.2, colours
+    # The node boxes are dark too, and their labels light: readable on the dark page.
+    assert colours["box"] < 0.35, colours
+    assert colours["label"] > 0.7, colours
+    shot(page, "detail-dark.png", full_page=False)

@@ -13,7 +13,7 @@ from django.urls import reverse
 
 from tests.background.bgapp import workflows as bg
 
-from .test_qcluster import start, wait_finished
+from .test_qcluster import start, wait_finished, wait_until
 
 pytestmark = [
     pytest.mark.postgres,
@@ -42,10 +42,15 @@ def test_each_background_attempt_keeps_its_task_and_worker(
         assert attempt.worker == f"{host}:{pids[step]}"
         assert attempt.worker != f"{host}:{os.getpid()}"
         assert attempt.task_id
-    # django-q2 kept the results of the workflow's tasks ("Successful tasks").
+    # django-q2 kept the results of the workflow's tasks ("Successful tasks"); its
+    # monitor saves a result just after the task returned.
     task_ids = {a.task_id for a in attempts}
-    saved = set(Success.objects.filter(id__in=task_ids).values_list("id", flat=True))
-    assert saved == task_ids
+    wait_until(
+        lambda: Success.objects.filter(id__in=task_ids).count() == len(task_ids),
+        [cluster],
+        "the task results to be saved",
+        30.0,
+    )
     assert Success.objects.filter(func="workflows_app.tasks.resume").exists()
 
     client = Client()
