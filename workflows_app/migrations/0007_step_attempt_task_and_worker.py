@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('workflows_app', '0005_step_waiting_index'),
+        ('workflows_app', '0006_waiting_steps_index'),
     ]
 
     operations = [
