@@ -33,6 +33,7 @@ from .workloads import (
     BenchmarkUnavailable,
     Workload,
     _fail,
+    timing,
     warmup_runs,
 )
 
@@ -212,11 +213,7 @@ def _time_background(item: Workload, n: int, workers: WorkerCluster) -> dict:
     latencies = [(ends[tx] - began) * 1000 for tx, began in started.items()]
     seconds = max(ends.values()) - first
     return {
-        "runs": n,
-        "seconds": round(seconds, 6),
-        "runs_per_s": round(n / seconds, 1),
-        "us_per_step": round(seconds * 1e6 / (n * item.steps_per_run), 2),
-        "steps_per_run": item.steps_per_run,
+        **timing(item, n, seconds),
         "p50_ms": round(_percentile(latencies, 50), 1),
         "p95_ms": round(_percentile(latencies, 95), 1),
         "max_ms": round(max(latencies), 1),

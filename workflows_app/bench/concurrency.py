@@ -18,7 +18,14 @@ from typing import Any
 from django.db import connection, connections
 
 from ..orchestration.runtime import runtime
-from .workloads import BenchmarkError, BenchmarkUnavailable, Workload, warmup_runs, workload
+from .workloads import (
+    BenchmarkError,
+    BenchmarkUnavailable,
+    Workload,
+    timing,
+    warmup_runs,
+    workload,
+)
 
 # Seconds the runners may take to start and warm up, and to finish their timed runs.
 START_SECONDS = 120.0
@@ -98,14 +105,4 @@ def measure_concurrently(item: Workload, n: int, runners: int) -> dict:
         raise BenchmarkError(f"{item.key}: a runner failed:\n{failures[0]}")
     first = min(start for _index, start, _end, _error in reports)
     last = max(end for _index, _start, end, _error in reports)
-    seconds = last - first
-    runs = n * runners
-    return {
-        "runs": runs,
-        "seconds": round(seconds, 6),
-        "runs_per_s": round(runs / seconds, 1),
-        "us_per_step": round(seconds * 1e6 / (runs * item.steps_per_run), 2),
-        "steps_per_run": item.steps_per_run,
-        "runners": runners,
-        "runs_per_runner": n,
-    }
+    return {**timing(item, n * runners, last - first), "runners": runners, "runs_per_runner": n}

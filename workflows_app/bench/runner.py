@@ -29,6 +29,7 @@ from .workloads import (
     BenchmarkUnavailable,
     Workload,
     select,
+    timing,
     warmup_runs,
     workload,
 )
@@ -62,14 +63,7 @@ def measure(item: Workload, n: int) -> dict:
     started = time.perf_counter()
     for i in range(n):
         run_once(i)
-    seconds = time.perf_counter() - started
-    return {
-        "runs": n,
-        "seconds": round(seconds, 6),
-        "runs_per_s": round(n / seconds, 1),
-        "us_per_step": round(seconds * 1e6 / (n * item.steps_per_run), 2),
-        "steps_per_run": item.steps_per_run,
-    }
+    return timing(item, n, time.perf_counter() - started)
 
 
 def database_version() -> str:

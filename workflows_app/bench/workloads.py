@@ -317,6 +317,17 @@ def workload(key: str) -> Workload:
     return _FACTORIES[key]()
 
 
+def timing(item: Workload, runs: int, seconds: float) -> dict:
+    """The fields every workload reports: runs, seconds, runs/s and us per step."""
+    return {
+        "runs": runs,
+        "seconds": round(seconds, 6),
+        "runs_per_s": round(runs / seconds, 1),
+        "us_per_step": round(seconds * 1e6 / (runs * item.steps_per_run), 2),
+        "steps_per_run": item.steps_per_run,
+    }
+
+
 def warmup_runs(n: int) -> int:
     """Untimed runs before the timed ones: a tenth of ``n``, at least 20."""
     return max(20, n // 10)
