@@ -6,15 +6,46 @@ database broker to Redis.
 """
 
 import os
+import secrets
 import sys
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "workflows-app-demo-not-for-production")
+
+def checkout_secret_key(path: Path) -> str:
+    """The key kept in ``path`` (ignored by git), generated the first time it is needed.
+
+    Written under a temporary name and linked into place, so processes starting
+    together (the server and its workers) agree on one key.
+    """
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(secrets.token_urlsafe(50))
+    os.chmod(temporary, 0o600)
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        pass
+    finally:
+        temporary.unlink()
+    return path.read_text().strip()
+
+
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or checkout_secret_key(
+    Path(__file__).resolve().parent / ".secret_key"
+)
 DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
-ALLOWED_HOSTS = ["*"]
+# Local hosts only; DJANGO_ALLOWED_HOSTS (comma-separated) opens others deliberately.
+ALLOWED_HOSTS = [
+    host.strip()
+    for host in os.environ.get("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",")
+    if host.strip()
+]
 
 
 def database_from_url(url: str) -> dict:

@@ -1,9 +1,13 @@
 """The demo/host project: settings, system checks, admin wiring."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 from django.core.management import call_command
 
-from project.settings import BASE_DIR, database_from_url
+from project.settings import BASE_DIR, checkout_secret_key, database_from_url
 
 
 def test_postgres_url_becomes_a_postgresql_database():
@@ -93,3 +97,34 @@ def test_workflows_modules_of_installed_apps_are_discovered():
     ).get()
     assert execution.state == "done"
     assert [row["stepId"] for row in execution.steps_log()] == ["say-hello"]
+
+
+def test_the_secret_key_is_generated_per_checkout_and_kept_out_of_git(tmp_path, settings):
+    key_file = tmp_path / ".secret_key"
+    first = checkout_secret_key(key_file)
+    assert len(first) >= 50
+    assert checkout_secret_key(key_file) == first
+    assert oct(key_file.stat().st_mode & 0o777) == "0o600"
+    assert checkout_secret_key(tmp_path / "other") != first
+    assert "not-for-production" not in settings.SECRET_KEY
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", "project/.secret_key"], cwd=BASE_DIR, check=False
+    )
+    assert ignored.returncode == 0
+
+
+def test_allowed_hosts_are_local_unless_the_environment_says_otherwise():
+    script = "import project.settings as s; print(','.join(s.ALLOWED_HOSTS))"
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_ALLOWED_HOSTS"}
+    local = subprocess.run(
+        [sys.executable, "-c", script], cwd=BASE_DIR, env=env, capture_output=True, text=True
+    )
+    assert local.stdout.strip() == "localhost,127.0.0.1,[::1]"
+    opened = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=BASE_DIR,
+        env={**env, "DJANGO_ALLOWED_HOSTS": "shop.example, api.example"},
+        capture_output=True,
+        text=True,
+    )
+    assert opened.stdout.strip() == "shop.example,api.example"
