@@ -4,6 +4,7 @@ import pytest
 from django.test import override_settings
 from rest_framework.permissions import AllowAny, IsAdminUser
 
+from workflows_app.api.permissions import WorkflowsAdminPermissions
 from workflows_app.conf import DEFAULTS, WorkflowsSettings, workflows_settings
 
 DOCUMENTED_KEYS = {
@@ -109,7 +110,7 @@ def test_on_reload_callbacks_run_after_each_reload():
 
 
 def test_api_permission_classes_are_imported():
-    assert workflows_settings.api_permission_classes() == [IsAdminUser]
+    assert workflows_settings.api_permission_classes() == [WorkflowsAdminPermissions]
     with override_settings(
         WORKFLOWS={"API_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny", IsAdminUser]}
     ):

@@ -57,8 +57,9 @@ DEFAULTS: dict[str, Any] = {
     "MAX_PAYLOAD_BYTES": 1_048_576,
     # Admin section under which the workflow entries are listed.
     "ADMIN_SECTION_LABEL": "Settings",
-    # Permission classes of the REST API, as import strings.
-    "API_PERMISSION_CLASSES": ("rest_framework.permissions.IsAdminUser",),
+    # Permission classes of the REST API, as import strings. The default applies the
+    # admin's rule (staff and the model permission of the action).
+    "API_PERMISSION_CLASSES": ("workflows_app.api.permissions.WorkflowsAdminPermissions",),
 }
 
 

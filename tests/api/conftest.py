@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.contrib.auth.models import Permission
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -56,9 +57,26 @@ def start(name: str, input=None, transaction_id: str | None = None):
     )
 
 
+#: Every permission of the app: an operator who may read and command everything.
+OPERATOR_PERMISSIONS = (
+    "view_workflowexecution",
+    "run_workflow",
+    "cancel_workflowexecution",
+    "retry_workflowexecution",
+    "complete_step_workflowexecution",
+)
+
+
 @pytest.fixture
 def staff_user(django_user_model):
-    return django_user_model.objects.create_user(username=uname("staff"), is_staff=True)
+    """Staff holding every permission of the app (the API's default rule is the admin's)."""
+    user = django_user_model.objects.create_user(username=uname("staff"), is_staff=True)
+    user.user_permissions.set(
+        Permission.objects.filter(
+            content_type__app_label="workflows_app", codename__in=OPERATOR_PERMISSIONS
+        )
+    )
+    return user
 
 
 @pytest.fixture

@@ -16,8 +16,9 @@ from ..engine import workflow_engine
 from ..models import (
     WorkflowDefinitionEntry,
 )
+from ..permissions import Command, has_command_permission
 from . import examples
-from .display import APP, ENGINE_ERRORS, PERM_RUN, pretty_json, state_label
+from .display import APP, ENGINE_ERRORS, pretty_json, state_label
 from .executions import WorkflowExecutionAdmin
 from .forms import RunWorkflowForm, run_form
 
@@ -42,12 +43,7 @@ class WorkflowDefinitionAdmin(admin.ModelAdmin):
         return False
 
     def has_view_permission(self, request, obj=None):
-        user = request.user
-        return (
-            user.has_perm(f"{APP}.view_workflowdefinitionentry")
-            or user.has_perm(f"{APP}.view_workflowexecution")
-            or user.has_perm(PERM_RUN)
-        )
+        return has_command_permission(request.user, Command.VIEW_DEFINITIONS)
 
     def get_urls(self):
         base = f"{self.opts.app_label}_{self.opts.model_name}"
@@ -98,7 +94,7 @@ class WorkflowDefinitionAdmin(admin.ModelAdmin):
             "opts": self.opts,
             "title": _("Workflow definitions"),
             "definitions": definitions,
-            "can_run": request.user.has_perm(PERM_RUN),
+            "can_run": has_command_permission(request.user, Command.RUN),
             "run_url": reverse(
                 f"admin:{APP}_workflowdefinitionentry_run", current_app=self.admin_site.name
             ),
@@ -114,7 +110,7 @@ class WorkflowDefinitionAdmin(admin.ModelAdmin):
         )
         if request.method != "POST":
             return HttpResponseRedirect(changelist)
-        if not request.user.has_perm(PERM_RUN):
+        if not has_command_permission(request.user, Command.RUN):
             raise PermissionDenied
         name = request.POST.get("workflow", "")
         form = run_form(name, request.POST)

@@ -1,4 +1,4 @@
-"""Shared pieces of the admin pages: permission names, state badges, durations, JSON."""
+"""Shared pieces of the admin pages: state badges, durations, JSON."""
 
 from __future__ import annotations
 
@@ -18,10 +18,6 @@ from ..orchestration import WorkflowsError
 from ..status import FINISHED_STATES, TransactionState
 
 APP = WorkflowExecution._meta.app_label
-PERM_CANCEL = f"{APP}.cancel_workflowexecution"
-PERM_RETRY = f"{APP}.retry_workflowexecution"
-PERM_COMPLETE_STEP = f"{APP}.complete_step_workflowexecution"
-PERM_RUN = f"{APP}.run_workflow"
 
 #: What the engine raises for a command that does not apply (wrong state, unknown
 #: step or workflow, payload too large...): shown as an admin error message.

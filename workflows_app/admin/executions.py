@@ -29,6 +29,7 @@ from ..models import (
     WorkflowExecution,
 )
 from ..orchestration import WorkflowsError
+from ..permissions import Command, has_command_permission
 from ..status import TransactionState
 from . import confirm, dashboard, examples, worker_tasks
 from .changelist import (
@@ -39,10 +40,6 @@ from .changelist import (
 )
 from .display import (
     ENGINE_ERRORS,
-    PERM_CANCEL,
-    PERM_COMPLETE_STEP,
-    PERM_RETRY,
-    PERM_RUN,
     duration_text,
     outcome_text,
     pretty_json,
@@ -96,6 +93,9 @@ class WorkflowExecutionAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+    def has_view_permission(self, request, obj=None):
+        return has_command_permission(request.user, Command.VIEW)
 
     # List
 
@@ -288,12 +288,9 @@ class WorkflowExecutionAdmin(admin.ModelAdmin):
     # Commands
 
     def command_permissions(self, request: HttpRequest) -> dict[str, bool]:
-        user = request.user
         return {
-            "cancel": user.has_perm(PERM_CANCEL),
-            "retry": user.has_perm(PERM_RETRY),
-            "complete_step": user.has_perm(PERM_COMPLETE_STEP),
-            "run": user.has_perm(PERM_RUN),
+            str(command): has_command_permission(request.user, command, on_execution=True)
+            for command in (Command.CANCEL, Command.RETRY, Command.COMPLETE_STEP, Command.RUN)
         }
 
     def url_names(self) -> dict[str, str]:
@@ -349,10 +346,12 @@ class WorkflowExecutionAdmin(admin.ModelAdmin):
             current_app=self.admin_site.name,
         )
 
-    def command_object(self, request: HttpRequest, object_id: str, perm: str) -> WorkflowExecution:
+    def command_object(
+        self, request: HttpRequest, object_id: str, command: Command
+    ) -> WorkflowExecution:
         """The execution a command applies to, after the permission checks."""
         request.current_app = self.admin_site.name
-        if not request.user.has_perm(perm):
+        if not has_command_permission(request.user, command, on_execution=True):
             raise PermissionDenied
         obj = self.get_object(request, unquote(object_id))
         if obj is None:
@@ -420,7 +419,7 @@ class WorkflowExecutionAdmin(admin.ModelAdmin):
 
     @method_decorator(require_http_methods(["GET", "HEAD", "POST"]))
     def cancel_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        obj = self.command_object(request, object_id, PERM_CANCEL)
+        obj = self.command_object(request, object_id, Command.CANCEL)
         if request.method != "POST":
             return confirm.render(self, request, obj, confirm.cancel_plan(obj), request.path)
         self.run_command(
@@ -433,7 +432,7 @@ class WorkflowExecutionAdmin(admin.ModelAdmin):
 
     @method_decorator(require_POST)
     def retry_step_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        obj = self.command_object(request, object_id, PERM_RETRY)
+        obj = self.command_object(request, object_id, Command.RETRY)
         step_id = request.POST.get("step_id", "")
         action = request.POST.get("action", "invoke")
         self.run_command(
@@ -450,7 +449,7 @@ class WorkflowExecutionAdmin(admin.ModelAdmin):
         return HttpResponseRedirect(self.change_url(obj.pk))
 
     def complete_step_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        obj = self.command_object(request, object_id, PERM_COMPLETE_STEP)
+        obj = self.command_object(request, object_id, Command.COMPLETE_STEP)
         if request.method == "POST":
             form = CompleteStepForm(request.POST)
             if form.is_valid():
@@ -509,7 +508,7 @@ class WorkflowExecutionAdmin(admin.ModelAdmin):
 
     @method_decorator(require_http_methods(["GET", "HEAD", "POST"]))
     def retry_compensation_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        obj = self.command_object(request, object_id, PERM_RETRY)
+        obj = self.command_object(request, object_id, Command.RETRY)
         if request.method != "POST":
             plan = confirm.retry_compensation_plan(obj)
             return confirm.render(self, request, obj, plan, request.path)
@@ -523,7 +522,7 @@ class WorkflowExecutionAdmin(admin.ModelAdmin):
 
     @method_decorator(require_http_methods(["GET", "HEAD", "POST"]))
     def rerun_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        obj = self.command_object(request, object_id, PERM_RUN)
+        obj = self.command_object(request, object_id, Command.RUN)
         if request.method != "POST":
             return confirm.render(self, request, obj, confirm.rerun_plan(obj), request.path)
         result = self.run_command(

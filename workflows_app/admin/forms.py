@@ -2,16 +2,38 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django import forms
+from django.forms.fields import InvalidJSONInput, JSONString
 from django.utils.translation import gettext_lazy as _
 
-from .. import graph
+from .. import graph, jsoninput
 
 
 class JSONInputField(forms.JSONField):
-    """A JSON textarea that starts empty rather than showing ``null``."""
+    """A JSON textarea checked by :mod:`workflows_app.jsoninput` (the API's rule), which
+    starts empty rather than showing ``null``."""
+
+    def to_python(self, value: Any) -> Any:
+        if self.disabled or value in self.empty_values:
+            return super().to_python(value)
+        if not isinstance(value, str):
+            value = json.dumps(value)
+        try:
+            converted = jsoninput.loads(value, str(self.label or _("The value")))
+        except jsoninput.JSONInputError as exc:
+            if exc.code == "parse":
+                raise forms.ValidationError(self.error_messages["invalid"], code="invalid")
+            raise forms.ValidationError(str(exc), code=exc.code) from None
+        return JSONString(converted) if isinstance(converted, str) else converted
+
+    def bound_data(self, data: Any, initial: Any) -> Any:
+        # Shown again as typed; never parsed here, so a refused document cannot recurse.
+        if self.disabled:
+            return initial
+        return None if data is None else InvalidJSONInput(data)
 
     def prepare_value(self, value):
         return "" if value is None else super().prepare_value(value)

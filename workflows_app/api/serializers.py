@@ -1,9 +1,8 @@
 """Request and response serializers of the API.
 
-Request serializers validate what reaches the engine: ids without ``:``, JSON values
-that the database can store (no NUL characters, no lone surrogates) and no larger than
-``WORKFLOWS["MAX_PAYLOAD_BYTES"]``. Response serializers describe the bodies for the
-OpenAPI schema and render stored rows.
+Request serializers validate what reaches the engine: ids without ``:`` and JSON
+values accepted by :mod:`workflows_app.jsoninput` (the rule the admin forms use too).
+Response serializers describe the bodies for the OpenAPI schema and render stored rows.
 """
 
 from __future__ import annotations
@@ -16,6 +15,7 @@ from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 from rest_framework.utils.encoders import JSONEncoder
 
+from .. import jsoninput
 from ..conf import workflows_settings
 from ..models import WorkflowExecution
 from ..redaction import Redactor
@@ -43,43 +43,18 @@ def redacted(value: Any) -> Any:
 
 
 def _check_text(text: str, where: str) -> None:
-    if "\x00" in text:
-        raise serializers.ValidationError(
-            _("%(where)s contains a NUL character, which cannot be stored.") % {"where": where}
-        )
     try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise serializers.ValidationError(
-            _("%(where)s contains a lone surrogate, which cannot be stored.") % {"where": where}
-        )
+        jsoninput.check_text(text, where)
+    except jsoninput.JSONInputError as exc:
+        raise serializers.ValidationError(str(exc), code=exc.code) from None
 
 
 def check_storable(value: Any, where: str = "The value") -> None:
-    """Refuse JSON values the database cannot store or that exceed MAX_PAYLOAD_BYTES."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            _check_text(item, where)
-        elif isinstance(item, dict):
-            for key, child in item.items():
-                _check_text(str(key), where)
-                stack.append(child)
-        elif isinstance(item, list):
-            stack.extend(item)
-    limit = workflows_settings.MAX_PAYLOAD_BYTES
-    if limit:
-        size = len(json.dumps(value).encode())
-        if size > limit:
-            raise serializers.ValidationError(
-                _(
-                    "%(where)s is %(size)d bytes, more than WORKFLOWS['MAX_PAYLOAD_BYTES'] "
-                    "(%(limit)d)."
-                )
-                % {"where": where, "size": size, "limit": limit},
-                code="payload_too_large",
-            )
+    """Refuse JSON values that :mod:`workflows_app.jsoninput` does not accept."""
+    try:
+        jsoninput.check(value, where)
+    except jsoninput.JSONInputError as exc:
+        raise serializers.ValidationError(str(exc), code=exc.code) from None
 
 
 class StorableJSONField(serializers.JSONField):

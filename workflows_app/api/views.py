@@ -15,6 +15,7 @@ from typing import Any
 from uuid import uuid4
 
 from django.apps import apps
+from django.conf import settings
 from django.http import StreamingHttpResponse
 from django.utils.translation import gettext as _
 from drf_spectacular.openapi import AutoSchema
@@ -34,9 +35,11 @@ from rest_framework.parsers import JSONParser
 from rest_framework.renderers import BaseRenderer, BrowsableAPIRenderer, JSONRenderer
 from rest_framework.response import Response
 
+from .. import jsoninput
 from ..engine import ExecutionNotFound, workflow_engine
 from ..models import WorkflowExecution
 from ..orchestration import InvalidTransactionStateError, TransactionNotFound
+from ..permissions import Command
 from ..presentation import context_errors
 from ..sdk import RunResult, Workflow
 from ..status import FINISHED_STATES
@@ -68,13 +71,18 @@ TAG_EXECUTIONS = "workflow executions"
 
 
 class SafeJSONParser(JSONParser):
-    """JSON parser that reports over-deep documents as a parse error, not a crash."""
+    """JSON parser applying :mod:`workflows_app.jsoninput`: too deep, NaN, NUL or too
+    large documents are a 400 before anything recurses over them."""
 
     def parse(self, stream, media_type=None, parser_context=None):
+        encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
+        raw = stream.read() if stream is not None else b""
         try:
-            return super().parse(stream, media_type, parser_context)
-        except RecursionError:
-            raise ParseError(_("JSON parse error - document nested too deeply."))
+            return jsoninput.loads(raw.decode(encoding) if encoding else raw, "The request body")
+        except UnicodeDecodeError as exc:
+            raise ParseError(_("JSON parse error - %s") % exc) from None
+        except jsoninput.JSONInputError as exc:
+            raise ParseError(_("JSON parse error - %s") % exc) from None
 
 
 class EventStreamRenderer(BaseRenderer):
@@ -220,6 +228,12 @@ class WorkflowViewSet(WorkflowsAPIMixin, viewsets.ViewSet):
     lookup_field = "workflow_id"
     lookup_value_regex = "[^/]+"
     serializer_class = WorkflowDefinitionSerializer
+    read_command = Command.VIEW_DEFINITIONS
+    command_for_action = {
+        "run": (Command.RUN, False),
+        "step_success": (Command.COMPLETE_STEP, True),
+        "step_failure": (Command.COMPLETE_STEP, True),
+    }
 
     def list(self, request):
         data = [jsonable(workflow_engine.describe(w)) for w in workflow_engine.list_definitions()]
@@ -501,6 +515,12 @@ class WorkflowExecutionViewSet(WorkflowsAPIMixin, viewsets.GenericViewSet):
     """Stored executions: list, inspect, cancel, retry, re-run and follow."""
 
     queryset = WorkflowExecution.objects.none()
+    read_command = Command.VIEW
+    command_for_action = {
+        "cancel": (Command.CANCEL, True),
+        "retry": (Command.RETRY, True),
+        "rerun": (Command.RUN, True),
+    }
     lookup_url_kwarg = "id"
     lookup_value_regex = "[^/]+"
     pagination_class = ExecutionCursorPagination
