@@ -18,18 +18,19 @@ from django.utils import timezone
 
 from .models import WorkflowExecution
 from .orchestration import (
-    InvalidStepStateError,
     StepResponse,
     Transaction,
     TransactionAlreadyStarted,
     TransactionNotFound,
     TransactionState,
     WorkflowNotFound,
+    WorkflowsError,
     orchestrator,
     runtime,
 )
 from .sdk import RunResult, Workflow, get_workflow, list_workflows
 from .sdk.workflows import EVENT_NAMES, resume_transaction
+from .step_address import StepAddress, TransactionFinishedError, UnknownStepError
 
 logger = logging.getLogger("workflows_app")
 
@@ -96,19 +97,6 @@ def schedule_recurrence(schedule: Any) -> tuple[Any, str]:
         Recurrence(cron=schedule.get("cron"), every=schedule.get("interval"), times=times),
         schedule.get("concurrency", "forbid"),
     )
-
-
-def parse_idempotency_key(key: str) -> tuple[str, str, str, str]:
-    """Split ``"<workflow>:<transaction>:<step>:<invoke|compensate>"``."""
-    parts = key.split(":") if isinstance(key, str) else []
-    if len(parts) != 4 or not all(parts):
-        raise ValueError(
-            f"Invalid idempotency key {key!r}: expected "
-            "'<workflow_id>:<transaction_id>:<step_id>:<invoke|compensate>'."
-        )
-    if parts[3] not in ("invoke", "compensate"):
-        raise InvalidStepStateError("Incorrect action type.")
-    return parts[0], parts[1], parts[2], parts[3]
 
 
 class WorkflowEngine:
@@ -178,61 +166,52 @@ class WorkflowEngine:
 
     def set_step_success(
         self,
-        idempotency_key: str | None = None,
+        address: StepAddress | str | None = None,
         *,
-        workflow_id: str | None = None,
-        transaction_id: str | None = None,
-        step_id: str | None = None,
-        action: str = "invoke",
         response: Any = None,
         compensate_input: Any = None,
+        **parts: str,
     ) -> RunResult:
-        """Complete a step waiting for a response and continue its transaction."""
-        workflow, tx, step_id, action = self._waiting(
-            idempotency_key, workflow_id, transaction_id, step_id, action, "set step success"
-        )
+        """Complete a step waiting for a response and continue its transaction.
+
+        ``address`` is a :class:`StepAddress` or an idempotency key; or give its parts
+        (``workflow_id``, ``transaction_id``, ``step_id``, ``action``) as keywords.
+        """
         value = response if compensate_input is None else StepResponse(response, compensate_input)
-        with released_on_error(tx):
-            orchestrator.set_step_success(tx, step_id, action, value)
-        return self._result(workflow, tx, throw_on_error=False)
+        return self._on_waiting_step(
+            StepAddress.of(address, **parts),
+            "set step success",
+            lambda tx, at: orchestrator.set_step_success(tx, at.step_id, at.action, value),
+        )
 
     def set_step_failure(
         self,
-        idempotency_key: str | None = None,
+        address: StepAddress | str | None = None,
         *,
-        workflow_id: str | None = None,
-        transaction_id: str | None = None,
-        step_id: str | None = None,
-        action: str = "invoke",
         error: Any = None,
         force_permanent_failure: bool = False,
+        **parts: str,
     ) -> RunResult:
         """Fail a step waiting for a response (its retries apply unless forced)."""
-        workflow, tx, step_id, action = self._waiting(
-            idempotency_key, workflow_id, transaction_id, step_id, action, "set step failure"
+        return self._on_waiting_step(
+            StepAddress.of(address, **parts),
+            "set step failure",
+            lambda tx, at: orchestrator.set_step_failure(
+                tx,
+                at.step_id,
+                at.action,
+                error or {"message": "Step failed"},
+                force_permanent_failure,
+            ),
         )
-        with released_on_error(tx):
-            orchestrator.set_step_failure(
-                tx, step_id, action, error or {"message": "Step failed"}, force_permanent_failure
-            )
-        return self._result(workflow, tx, throw_on_error=False)
 
-    def retry_step(
-        self,
-        idempotency_key: str | None = None,
-        *,
-        workflow_id: str | None = None,
-        transaction_id: str | None = None,
-        step_id: str | None = None,
-        action: str = "invoke",
-    ) -> RunResult:
+    def retry_step(self, address: StepAddress | str | None = None, **parts: str) -> RunResult:
         """Invoke a step that is waiting for a response once more."""
-        workflow, tx, step_id, action = self._waiting(
-            idempotency_key, workflow_id, transaction_id, step_id, action, "retry step"
+        return self._on_waiting_step(
+            StepAddress.of(address, **parts),
+            "retry step",
+            lambda tx, at: orchestrator.retry_step(tx, at.step_id, at.action),
         )
-        with released_on_error(tx):
-            orchestrator.retry_step(tx, step_id, action)
-        return self._result(workflow, tx, throw_on_error=False)
 
     def cancel(self, workflow_id: str, transaction_id: str) -> RunResult:
         """Revert a running or ``done`` transaction through compensation.
@@ -474,31 +453,38 @@ class WorkflowEngine:
 
     # Internals
 
-    def _waiting(
+    def _on_waiting_step(
         self,
-        idempotency_key: str | None,
-        workflow_id: str | None,
-        transaction_id: str | None,
-        step_id: str | None,
-        action: str,
+        address: StepAddress,
         what: str,
-    ) -> tuple[Workflow, Transaction, str, str]:
-        if idempotency_key:
-            workflow_id, transaction_id, step_id, action = parse_idempotency_key(idempotency_key)
-        if not (workflow_id and transaction_id and step_id):
-            raise ValueError("Give an idempotency key, or workflow_id, transaction_id and step_id.")
-        if action not in ("invoke", "compensate"):
-            raise InvalidStepStateError("Incorrect action type.")
-        workflow = get_workflow(workflow_id)
-        peeked = runtime.storage.peek(workflow.definition, transaction_id)
+        command: Callable[[Transaction, StepAddress], Any],
+    ) -> RunResult:
+        """The one path of the step commands: check that the addressed step waits,
+        take the transaction over, apply ``command`` and report."""
+        workflow = get_workflow(address.workflow_id)
+        if address.step_id not in workflow.definition.by_action:
+            raise UnknownStepError(f"Workflow {workflow.name} has no step {address.step_id!r}.")
+        peeked = runtime.storage.peek(workflow.definition, address.transaction_id)
         if peeked is None:
-            raise TransactionNotFound(f"Transaction {transaction_id} could not be found.")
-        orchestrator.check_waiting(peeked, step_id, action, what)
-        tx = runtime.storage.load(workflow.definition, transaction_id)
+            raise self._not_running(address)
+        orchestrator.check_waiting(peeked, address.step_id, address.action, what)
+        tx = runtime.storage.load(workflow.definition, address.transaction_id)
         if tx is None:
-            raise TransactionNotFound(f"Transaction {transaction_id} could not be found.")
+            raise self._not_running(address)
         tx.events = self._events(tx, None)
-        return workflow, tx, step_id, action
+        with released_on_error(tx):
+            command(tx, address)
+        return self._result(workflow, tx, throw_on_error=False)
+
+    def _not_running(self, address: StepAddress) -> WorkflowsError:
+        """Conflict when the transaction is stored but finished, else not found."""
+        filters = {"workflow_id": address.workflow_id, "transaction_id": address.transaction_id}
+        if self.list_workflow_executions(filters=filters).exists():
+            return TransactionFinishedError(
+                f"Transaction {address.transaction_id} of {address.workflow_id} has already "
+                "finished."
+            )
+        return TransactionNotFound(f"Transaction {address.transaction_id} could not be found.")
 
     def _request_cancel(self, workflow: Workflow, transaction_id: str) -> RunResult:
         request = getattr(runtime.storage, "request_cancel", None)

@@ -303,7 +303,7 @@ def test_retry_a_step_of_a_finished_execution_is_409(staff_client):
     response = staff_client.post(f"{LIST}{pk}/retry/", {"step_id": f"{name}-one"}, format="json")
 
     assert response.status_code == 409
-    assert response.json()["code"] == "InvalidTransactionStateError"
+    assert response.json()["code"] == "TransactionFinishedError"
 
 
 def test_retry_without_step_retries_the_compensation_of_a_failed_execution(staff_client):

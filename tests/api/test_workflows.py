@@ -221,7 +221,7 @@ def test_step_response_on_a_finished_transaction_is_409(staff_client):
     response = staff_client.post(step_url(name, "success"), body, format="json")
 
     assert response.status_code == 409
-    assert response.json()["code"] == "InvalidTransactionStateError"
+    assert response.json()["code"] == "TransactionFinishedError"
 
 
 def test_step_response_on_an_unknown_transaction_is_404(staff_client):

@@ -9,7 +9,7 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import BadRequest, PermissionDenied
 from django.core.serializers.json import DjangoJSONEncoder
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -30,7 +30,8 @@ from ..models import (
 )
 from ..orchestration import WorkflowsError
 from ..permissions import Command, has_command_permission
-from ..status import TransactionState
+from ..status import HandlerType, TransactionState
+from ..step_address import StepAddress
 from . import confirm, dashboard, examples, worker_tasks
 from .changelist import (
     EstimatedCountPaginator,
@@ -100,6 +101,9 @@ class WorkflowExecutionAdmin(admin.ModelAdmin):
     # List
 
     def changelist_view(self, request, extra_context=None):
+        # No database stores NUL in text; PostgreSQL would fail the query with a 500.
+        if "%00" in request.GET.urlencode():  # a NUL in any key or value
+            raise BadRequest(_("The query string contains a NUL character."))
         since, rows = dashboard.summary()
         context = {"dashboard_since": since, "dashboard_rows": rows, **(extra_context or {})}
         return super().changelist_view(request, context)
@@ -434,15 +438,16 @@ class WorkflowExecutionAdmin(admin.ModelAdmin):
     def retry_step_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         obj = self.command_object(request, object_id, Command.RETRY)
         step_id = request.POST.get("step_id", "")
-        action = request.POST.get("action", "invoke")
         self.run_command(
             request,
             obj,
             lambda: workflow_engine.retry_step(
-                workflow_id=obj.workflow_id,
-                transaction_id=obj.transaction_id,
-                step_id=step_id,
-                action=action,
+                StepAddress(
+                    obj.workflow_id,
+                    obj.transaction_id,
+                    step_id,
+                    request.POST.get("action", HandlerType.INVOKE),
+                )
             ),
             _("Retry of step %(step)s") % {"step": step_id},
         )
@@ -454,28 +459,21 @@ class WorkflowExecutionAdmin(admin.ModelAdmin):
             form = CompleteStepForm(request.POST)
             if form.is_valid():
                 step_id = form.cleaned_data["step_id"]
-                action = form.cleaned_data["action"]
+                address = StepAddress(
+                    obj.workflow_id, obj.transaction_id, step_id, form.cleaned_data["action"]
+                )
                 response = form.cleaned_data["response"]
                 if form.cleaned_data["outcome"] == "success":
                     label = _("Step %(step)s marked succeeded") % {"step": step_id}
 
                     def command() -> Any:
-                        return workflow_engine.set_step_success(
-                            workflow_id=obj.workflow_id,
-                            transaction_id=obj.transaction_id,
-                            step_id=step_id,
-                            action=action,
-                            response=response,
-                        )
+                        return workflow_engine.set_step_success(address, response=response)
                 else:
                     label = _("Step %(step)s marked failed") % {"step": step_id}
 
                     def command() -> Any:
                         return workflow_engine.set_step_failure(
-                            workflow_id=obj.workflow_id,
-                            transaction_id=obj.transaction_id,
-                            step_id=step_id,
-                            action=action,
+                            address,
                             error=response,
                             force_permanent_failure=form.cleaned_data["force_permanent_failure"],
                         )

@@ -32,6 +32,7 @@ from ..orchestration import (
     WorkflowNotFound,
     WorkflowsError,
 )
+from ..step_address import TransactionFinishedError
 
 INVALID_DATA = "invalid_data"
 NOT_FOUND = "not_found"
@@ -43,6 +44,7 @@ THROTTLED = "throttled"
 
 #: Engine errors, most specific first: (class, HTTP status, type).
 ENGINE_ERRORS: tuple[tuple[type[BaseException], int, str], ...] = (
+    (TransactionFinishedError, status.HTTP_409_CONFLICT, CONFLICT),
     (WorkflowNotFound, status.HTTP_404_NOT_FOUND, NOT_FOUND),
     (TransactionNotFound, status.HTTP_404_NOT_FOUND, NOT_FOUND),
     (TransactionAlreadyStarted, status.HTTP_409_CONFLICT, CONFLICT),

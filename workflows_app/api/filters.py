@@ -19,7 +19,7 @@ from ..models import WorkflowExecution
 from ..status import TransactionState
 
 
-def _utc(value: datetime.datetime) -> datetime.datetime:
+def to_utc(value: datetime.datetime) -> datetime.datetime:
     """The instant in UTC: PostgreSQL refuses UTC offsets beyond 15:59 that ISO 8601
     (and Python) accept; past the calendar's ends, the nearest representable instant."""
     if value.tzinfo is None:
@@ -79,9 +79,9 @@ class WorkflowExecutionFilter(django_filters.FilterSet):
             filters["state"] = list(data["state"])
         created: dict[str, Any] = {}
         if data.get("created_after") is not None:
-            created["gte"] = _utc(data["created_after"])
+            created["gte"] = to_utc(data["created_after"])
         if data.get("created_before") is not None:
-            created["lt"] = _utc(data["created_before"])
+            created["lt"] = to_utc(data["created_before"])
         if created:
             filters["created_at"] = created
         if data.get("waiting") == "true":

@@ -6,6 +6,8 @@ from django.utils.dateparse import parse_datetime
 from rest_framework.exceptions import NotFound
 from rest_framework.pagination import Cursor, CursorPagination
 
+from .filters import to_utc
+
 
 class ExecutionCursorPagination(CursorPagination):
     """Newest first on ``(created_at, id)``, served by the ``(created_at, id)`` index."""
@@ -21,9 +23,11 @@ class ExecutionCursorPagination(CursorPagination):
         # instead of letting the database query fail.
         if cursor is not None and cursor.position is not None:
             try:
-                valid = parse_datetime(cursor.position) is not None
+                position = parse_datetime(cursor.position)
             except ValueError:
-                valid = False
-            if not valid:
+                position = None
+            if position is None:
                 raise NotFound(self.invalid_cursor_message)
+            # As UTC: PostgreSQL refuses UTC offsets beyond 15:59 that ISO 8601 accepts.
+            cursor = cursor._replace(position=to_utc(position).isoformat())
         return cursor

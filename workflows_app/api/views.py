@@ -38,11 +38,11 @@ from rest_framework.response import Response
 from .. import jsoninput
 from ..engine import ExecutionNotFound, workflow_engine
 from ..models import WorkflowExecution
-from ..orchestration import InvalidTransactionStateError, TransactionNotFound
 from ..permissions import Command
 from ..presentation import context_errors
-from ..sdk import RunResult, Workflow
+from ..sdk import RunResult
 from ..status import FINISHED_STATES
+from ..step_address import StepAddress, UnknownStepError
 from .browsable import StaffBrowsableNegotiation
 from .exceptions import api_exception_handler
 from .filters import ExecutionFilterBackend, WorkflowExecutionFilter
@@ -179,32 +179,12 @@ def action_response(res: RunResult) -> Response:
     return Response(body, status=status.HTTP_200_OK)
 
 
-def step_actions(workflow: Workflow) -> set[str]:
-    return {step["action"] for step in workflow_engine.describe(workflow)["steps"]}
-
-
-def check_step(workflow: Workflow, step_id: str) -> None:
-    if step_id not in step_actions(workflow):
-        raise ValidationError(
-            {
-                "step_id": [
-                    _("Workflow %(w)s has no step %(s)r.") % {"w": workflow.name, "s": step_id}
-                ]
-            }
-        )
-
-
-def finished_instead(workflow_id: str, transaction_id: str, exc: TransactionNotFound) -> Exception:
-    """409 when the transaction exists but has finished, the original 404 otherwise."""
-    exists = workflow_engine.list_workflow_executions(
-        filters={"workflow_id": workflow_id, "transaction_id": transaction_id}
-    ).exists()
-    if exists:
-        return InvalidTransactionStateError(
-            _("Transaction %(t)s of %(w)s has already finished.")
-            % {"t": transaction_id, "w": workflow_id}
-        )
-    return exc
+def step_command(command: Any, address: StepAddress, **arguments: Any) -> Response:
+    """Run an engine step command; a step the workflow lacks is a field error."""
+    try:
+        return action_response(command(address, **arguments))
+    except UnknownStepError as exc:
+        raise ValidationError({"step_id": [str(exc)]}) from None
 
 
 # Definitions
@@ -281,28 +261,22 @@ class WorkflowViewSet(WorkflowsAPIMixin, viewsets.ViewSet):
         return run_response(res)
 
     def _step_command(self, request, workflow_id: str, serializer_class: type, success: bool):
-        workflow = workflow_engine.get_workflow(workflow_id)
+        workflow_engine.get_workflow(workflow_id)
         data = validated(serializer_class, request.data)
-        check_step(workflow, data["step_id"])
-        ids = {
-            "workflow_id": workflow_id,
-            "transaction_id": data["transaction_id"],
-            "step_id": data["step_id"],
-            "action": data["action"],
-        }
-        try:
-            if success:
-                res = workflow_engine.set_step_success(
-                    **ids, response=data["response"], compensate_input=data["compensate_input"]
-                )
-            else:
-                error = data["error"] if data["error"] is not None else data["response"]
-                res = workflow_engine.set_step_failure(
-                    **ids, error=error, force_permanent_failure=data["force_permanent_failure"]
-                )
-        except TransactionNotFound as exc:
-            raise finished_instead(workflow_id, data["transaction_id"], exc) from None
-        return action_response(res)
+        address = StepAddress(workflow_id, data["transaction_id"], data["step_id"], data["action"])
+        if success:
+            return step_command(
+                workflow_engine.set_step_success,
+                address,
+                response=data["response"],
+                compensate_input=data["compensate_input"],
+            )
+        return step_command(
+            workflow_engine.set_step_failure,
+            address,
+            error=data["error"] if data["error"] is not None else data["response"],
+            force_permanent_failure=data["force_permanent_failure"],
+        )
 
     @extend_schema(
         tags=[TAG_DEFINITIONS],
@@ -601,22 +575,12 @@ class WorkflowExecutionViewSet(WorkflowsAPIMixin, viewsets.GenericViewSet):
     def retry(self, request, id: str):
         execution = self.get_execution(id)
         data = validated(RetrySerializer, request.data)
-        workflow = workflow_engine.get_workflow(execution.workflow_id)
         if data.get("step_id"):
-            check_step(workflow, data["step_id"])
-            try:
-                res = workflow_engine.retry_step(
-                    workflow_id=execution.workflow_id,
-                    transaction_id=execution.transaction_id,
-                    step_id=data["step_id"],
-                    action=data["action"],
-                )
-            except TransactionNotFound as exc:
-                raise finished_instead(execution.workflow_id, execution.transaction_id, exc)
-        else:
-            res = workflow_engine.retry_compensation(
-                execution.workflow_id, execution.transaction_id
+            address = StepAddress(
+                execution.workflow_id, execution.transaction_id, data["step_id"], data["action"]
             )
+            return step_command(workflow_engine.retry_step, address)
+        res = workflow_engine.retry_compensation(execution.workflow_id, execution.transaction_id)
         return action_response(res)
 
     @extend_schema(
