@@ -16,6 +16,7 @@ from typing import Any
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from . import redaction
 from .models import WorkflowExecution
 from .orchestration import (
     StepResponse,
@@ -530,16 +531,23 @@ class WorkflowEngine:
 
     def _notify(self, name: str, tx: Transaction, kwargs: dict) -> None:
         step = kwargs.get("step")
-        payload = {
-            "event_type": name,
-            "workflow_id": tx.workflow_id,
-            "transaction_id": tx.transaction_id,
-            "state": str(tx.state),
-            "step": step.action if step is not None else None,
-            "response": kwargs.get("result") if step is not None else None,
-            "result": kwargs.get("result") if name == "on_finish" else None,
-            "errors": [e.to_dict() for e in kwargs.get("errors") or []],
-        }
+        # Subscribers get what the run shows, not what its steps see.
+        redact = redaction.for_run(tx)
+        response = None
+        if step is not None:
+            response = redact.masked(kwargs.get("result"), step.node.options.sensitive, "output")
+        payload = redact(
+            {
+                "event_type": name,
+                "workflow_id": tx.workflow_id,
+                "transaction_id": tx.transaction_id,
+                "state": str(tx.state),
+                "step": step.action if step is not None else None,
+                "result": kwargs.get("result") if name == "on_finish" else None,
+                "errors": [e.to_dict() for e in kwargs.get("errors") or []],
+            }
+        )
+        payload["response"] = response
         with self._lock:
             targets = list(self._subscribers.get(tx.workflow_id, {}).items())
         for key, (function, transaction_id) in targets:

@@ -145,8 +145,6 @@ class WorkflowDefinitionAdmin(admin.ModelAdmin):
             )
         level = messages.ERROR if result.thrown_error is not None else messages.SUCCESS
         summary = WorkflowExecutionAdmin.result_summary(result)
-        if result.thrown_error is not None:
-            summary = str(result.thrown_error)
         self.message_user(
             request,
             format_html(

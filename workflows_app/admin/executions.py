@@ -21,7 +21,7 @@ from django.utils.safestring import mark_safe
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_http_methods, require_POST
 
-from .. import graph, presentation
+from .. import graph, presentation, redaction
 from ..engine import workflow_engine
 from ..models import (
     EXECUTION_ID_PREFIX,
@@ -405,7 +405,11 @@ class WorkflowExecutionAdmin(admin.ModelAdmin):
 
     @staticmethod
     def result_summary(result: Any) -> str:
-        text = json.dumps(result.result, cls=DjangoJSONEncoder, default=str)
+        """The run's result (or the error it threw) as the run shows it: masked."""
+        redact = redaction.for_result(result)
+        if result.thrown_error is not None:
+            return redact.text(str(result.thrown_error))
+        text = json.dumps(redact(result.result), cls=DjangoJSONEncoder, default=str)
         return text if len(text) <= 300 else text[:297] + "..."
 
     @staticmethod

@@ -35,7 +35,7 @@ from rest_framework.parsers import JSONParser
 from rest_framework.renderers import BaseRenderer, BrowsableAPIRenderer, JSONRenderer
 from rest_framework.response import Response
 
-from .. import jsoninput
+from .. import jsoninput, redaction
 from ..engine import ExecutionNotFound, workflow_engine
 from ..models import WorkflowExecution
 from ..permissions import Command
@@ -160,11 +160,12 @@ def run_response(res: RunResult) -> Response:
         )
         body = RunAcceptedSerializer({"acknowledgement": ack, "execution_id": execution_id}).data
         return Response(body, status=status.HTTP_202_ACCEPTED)
+    redact = redaction.for_result(res)
     body = RunFinishedSerializer(
         {
             "acknowledgement": ack,
-            "result": redacted(res.result),
-            "errors": redacted([error.to_dict() for error in res.errors]),
+            "result": redact(jsonable(res.result)),
+            "errors": redact(jsonable([error.to_dict() for error in res.errors])),
             "execution": stored_execution(ack),
         }
     ).data
