@@ -38,7 +38,7 @@ from ..orchestration import (
     orchestrator,
     runtime,
 )
-from ..redaction import Redactor, mask_sensitive
+from ..redaction import RunRedactor, for_run, mask_sensitive
 from ..status import FINISHED_STATES
 from ..worker import current_task_id, process_label
 from .cancels import cancel_requested, request_cancel
@@ -87,10 +87,11 @@ class OrmStorage:
     # Configuration read on each use, so override_settings applies.
 
     @staticmethod
-    def _redactor() -> Redactor:
-        return runtime.redactor or Redactor(workflows_settings.REDACT_KEYS)
+    def _redactor(tx: Transaction) -> RunRedactor:
+        """The run's redactor: what it masked once, it masks everywhere it writes."""
+        return for_run(tx, runtime.redactor.keys if runtime.redactor else None)
 
-    def _flow(self, tx: Transaction, redact: Redactor) -> dict:
+    def _flow(self, tx: Transaction, redact: RunRedactor) -> dict:
         """The flow JSON; only its metadata (the run's context) can hold user values."""
         flow = tx.get_flow()
         flow["metadata"] = redact(flow["metadata"])
@@ -102,7 +103,7 @@ class OrmStorage:
         problem = check_storable(f"The input of workflow {tx.workflow_id}", tx.payload)
         if problem is not None:
             raise problem
-        redact = self._redactor()
+        redact = self._redactor(tx)
         now = timezone.now()
         lease = lease_seconds()
         payload = redact(self._mask_payload(tx.definition, tx.payload))
@@ -320,19 +321,15 @@ class OrmStorage:
 
     def record_attempt(self, tx: Transaction, record: AttemptRecord) -> None:
         handle: Handle = tx.storage_handle
-        redact = self._redactor()
+        redact = self._redactor(tx)
         sensitive = tx.definition.nodes[record.step_index].options.sensitive
         values = {
-            "input": redact(mask_sensitive(record.input, sensitive, "input")),
-            "output": redact(mask_sensitive(record.output, sensitive, "output")),
-            "compensate_input": redact(
-                mask_sensitive(
-                    mask_sensitive(record.compensate_input, sensitive, "output"),
-                    sensitive,
-                    "input",
-                )
+            "input": redact.masked(record.input, sensitive, "input"),
+            "output": redact.masked(record.output, sensitive, "output"),
+            "compensate_input": redact.masked(
+                mask_sensitive(record.compensate_input, sensitive, "output"), sensitive, "input"
             ),
-            "error": record.error,
+            "error": redact(record.error),
             "status": record.status,
             "started_at": to_datetime(record.started_at),
             "ended_at": to_datetime(record.ended_at),
@@ -441,11 +438,11 @@ class OrmStorage:
         queued: bool = False,
     ) -> None:
         handle: Handle = tx.storage_handle
-        redact = self._redactor()
+        redact = self._redactor(tx)
         now = timezone.now()
         context = {
             "data": redact(self._masked_context(tx)),
-            "errors": [e.to_dict() for e in tx.errors],
+            "errors": redact([e.to_dict() for e in tx.errors]),
         }
         values: dict[str, Any] = {
             "state": str(tx.state),
@@ -489,8 +486,8 @@ class OrmStorage:
                 if retention is None
                 else now + datetime.timedelta(seconds=retention),
                 output_payload=redact(tx.result),
-                error=str(first.error.get("message") or "") if first else "",
-                error_stack=(first.error.get("stack") or "") if first else "",
+                error=redact.text(str(first.error.get("message") or "")) if first else "",
+                error_stack=redact.text(first.error.get("stack") or "") if first else "",
                 ended_at=ended,
                 duration_ms=(
                     max(int((ended - started).total_seconds() * 1000), 0) if started else None
