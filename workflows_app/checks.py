@@ -63,7 +63,7 @@ def _value_problem(key: str, value: Any) -> str | None:
     elif key == "STEP_COMMIT":
         if value not in STEP_COMMIT_CHOICES:
             return "one of " + ", ".join(repr(choice) for choice in STEP_COMMIT_CHOICES)
-    elif key in ("PARALLEL_THREADS", "MAX_RECOVERY_FAILURES"):
+    elif key in ("PARALLEL_THREADS", "MAX_RECOVERY_FAILURES", "API_EVENT_STREAMS_PER_USER"):
         if not (_is_int(value) and value >= 1):
             return "an integer of at least 1"
     elif key == "MAX_PAYLOAD_BYTES":

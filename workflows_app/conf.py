@@ -60,6 +60,8 @@ DEFAULTS: dict[str, Any] = {
     # Permission classes of the REST API, as import strings. The default applies the
     # admin's rule (staff and the model permission of the action).
     "API_PERMISSION_CLASSES": ("workflows_app.api.permissions.WorkflowsAdminPermissions",),
+    # Event streams (SSE) one user may keep open at once, per server process.
+    "API_EVENT_STREAMS_PER_USER": 4,
 }
 
 

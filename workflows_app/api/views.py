@@ -7,12 +7,7 @@ change how the API behaves.
 
 from __future__ import annotations
 
-import json
-import queue
-import time
-from collections.abc import Iterator
 from typing import Any
-from uuid import uuid4
 
 from django.apps import apps
 from django.conf import settings
@@ -32,18 +27,17 @@ from rest_framework.authentication import SessionAuthentication, TokenAuthentica
 from rest_framework.decorators import action
 from rest_framework.exceptions import ParseError, ValidationError
 from rest_framework.parsers import JSONParser
-from rest_framework.renderers import BaseRenderer, BrowsableAPIRenderer, JSONRenderer
+from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
 from rest_framework.response import Response
 
 from .. import jsoninput, redaction
 from ..engine import ExecutionNotFound, workflow_engine
 from ..models import WorkflowExecution
 from ..permissions import Command
-from ..presentation import context_errors
 from ..sdk import RunResult
-from ..status import FINISHED_STATES
 from ..step_address import StepAddress, UnknownStepError
 from .browsable import StaffBrowsableNegotiation
+from .events import EventStreamRenderer, ExecutionEventStream
 from .exceptions import api_exception_handler
 from .filters import ExecutionFilterBackend, WorkflowExecutionFilter
 from .pagination import ExecutionCursorPagination
@@ -61,7 +55,6 @@ from .serializers import (
     WorkflowExecutionDetailSerializer,
     WorkflowExecutionListSerializer,
     jsonable,
-    redacted,
 )
 
 ERROR = OpenApiResponse(ErrorSerializer, description="Error")
@@ -83,19 +76,6 @@ class SafeJSONParser(JSONParser):
             raise ParseError(_("JSON parse error - %s") % exc) from None
         except jsoninput.JSONInputError as exc:
             raise ParseError(_("JSON parse error - %s") % exc) from None
-
-
-class EventStreamRenderer(BaseRenderer):
-    """Lets clients ask for ``text/event-stream``; errors become one ``error`` event."""
-
-    media_type = "text/event-stream"
-    format = "sse"
-    charset = "utf-8"
-
-    def render(self, data, accepted_media_type=None, renderer_context=None):
-        if data is None:
-            return b""
-        return sse("error", data).encode()
 
 
 class WorkflowsAPIMixin:
@@ -312,152 +292,6 @@ class WorkflowViewSet(WorkflowsAPIMixin, viewsets.ViewSet):
 # Executions
 
 
-def sse(event: str, data: Any) -> str:
-    """One Server-Sent Events message."""
-    return f"event: {event}\ndata: {json.dumps(jsonable(data), separators=(',', ':'))}\n\n"
-
-
-class ExecutionEventStream:
-    """The events of one execution's transaction, as ``text/event-stream`` chunks.
-
-    Subscribes at creation (so nothing between the state check and the first read is
-    lost) and unsubscribes when the stream ends or the response is closed. The stored
-    row is polled as well, so a run finished by another process also ends the stream.
-    """
-
-    def __init__(
-        self,
-        execution: WorkflowExecution,
-        *,
-        max_seconds: float,
-        keepalive_seconds: float,
-        poll_seconds: float,
-    ) -> None:
-        self.execution_id = execution.pk
-        self.workflow_id = execution.workflow_id
-        self.transaction_id = execution.transaction_id
-        self.max_seconds = max_seconds
-        self.keepalive_seconds = keepalive_seconds
-        self.poll_seconds = poll_seconds
-        self.events: queue.SimpleQueue[dict] = queue.SimpleQueue()
-        self.subscriber_id = f"workflows-api-events-{uuid4().hex}"
-        self.subscribed = True
-        workflow_engine.subscribe(
-            self.workflow_id,
-            self.events.put,
-            transaction_id=self.transaction_id,
-            subscriber_id=self.subscriber_id,
-        )
-        try:
-            self.initial_state = self._state()
-        except BaseException:
-            self.close()
-            raise
-
-    def __iter__(self) -> Iterator[str]:
-        return self._generate()
-
-    def close(self) -> None:
-        if self.subscribed:
-            self.subscribed = False
-            workflow_engine.unsubscribe(self.workflow_id, self.subscriber_id)
-
-    def _state(self) -> str | None:
-        return (
-            workflow_engine.list_workflow_executions(filters={"id": self.execution_id})
-            .values_list("state", flat=True)
-            .first()
-        )
-
-    def _live(self, payload: dict) -> str:
-        return sse(payload.get("event_type") or "message", redacted(self._with_id(payload)))
-
-    def _with_id(self, payload: dict) -> dict:
-        return {**payload, "execution_id": self.execution_id}
-
-    def _final(self) -> str:
-        """An ``on_finish`` event built from the stored row."""
-        row = (
-            workflow_engine.list_workflow_executions(filters={"id": self.execution_id})
-            .values("state", "status", "output_payload", "error", "context")
-            .first()
-        )
-        context = (row or {}).get("context")
-        payload = {
-            "event_type": "on_finish",
-            "workflow_id": self.workflow_id,
-            "transaction_id": self.transaction_id,
-            "state": row["state"] if row else None,
-            "status": row["status"] if row else None,
-            "step": None,
-            "response": None,
-            "result": row["output_payload"] if row else None,
-            "errors": context_errors(context),
-            "error": row["error"] if row else None,
-            "stored": True,
-        }
-        return sse("on_finish", redacted(self._with_id(payload)))
-
-    def _drain(self, grace: float) -> Iterator[str]:
-        """Send queued events; stop after ``on_finish``. Sets ``self.finished``."""
-        while True:
-            try:
-                payload = self.events.get(timeout=grace) if grace else self.events.get_nowait()
-            except queue.Empty:
-                return
-            yield self._live(payload)
-            if payload.get("event_type") == "on_finish":
-                self.finished = True
-                return
-
-    def _generate(self) -> Iterator[str]:
-        self.finished = False
-        try:
-            yield f": events of {self.execution_id}\n\n"
-            if self.initial_state is None or self.initial_state in FINISHED_STATES:
-                yield from self._drain(0)
-                if not self.finished:
-                    yield self._final()
-                return
-            start = time.monotonic()
-            deadline = start + self.max_seconds
-            next_keepalive = start + self.keepalive_seconds
-            next_poll = start + self.poll_seconds
-            while True:
-                now = time.monotonic()
-                if now >= deadline:
-                    yield sse(
-                        "stream_timeout",
-                        {"execution_id": self.execution_id, "seconds": self.max_seconds},
-                    )
-                    return
-                wait = max(0.01, min(deadline, next_keepalive, next_poll) - now)
-                try:
-                    payload = self.events.get(timeout=wait)
-                except queue.Empty:
-                    payload = None
-                if payload is not None:
-                    yield self._live(payload)
-                    if payload.get("event_type") == "on_finish":
-                        return
-                    continue
-                now = time.monotonic()
-                if now >= next_poll:
-                    next_poll = now + self.poll_seconds
-                    state = self._state()
-                    if state is None or state in FINISHED_STATES:
-                        # Let an in-process on_finish that is on its way arrive first.
-                        yield from self._drain(0.25)
-                        if not self.finished:
-                            yield self._final()
-                        return
-                if now >= next_keepalive:
-                    next_keepalive = now + self.keepalive_seconds
-                    yield ": keep-alive\n\n"
-        finally:
-            self.close()
-
-
 EXECUTION_ID = OpenApiParameter(
     "id", OpenApiTypes.STR, OpenApiParameter.PATH, description="Execution id (wf_exec_...)."
 )
@@ -504,7 +338,8 @@ class WorkflowExecutionViewSet(WorkflowsAPIMixin, viewsets.GenericViewSet):
 
     #: Bounds of ``events/``: total duration, keep-alive comment and state poll periods.
     events_max_seconds = 600.0
-    events_keepalive_seconds = 15.0
+    #: A WSGI server notices a closed connection only when a write fails: keep it short.
+    events_keepalive_seconds = 5.0
     events_poll_seconds = 2.0
 
     def get_queryset(self):
@@ -609,7 +444,7 @@ class WorkflowExecutionViewSet(WorkflowsAPIMixin, viewsets.GenericViewSet):
         description=(
             "Streams `event: <event_type>` / `data: <json>` messages (`on_step_begin`, "
             "`on_step_success`, `on_step_awaiting`, `on_finish`, ...) for the execution's "
-            "transaction, with `: keep-alive` comments every 15 s. Ends after "
+            "transaction, with `: keep-alive` comments every 5 s. Ends after "
             "`on_finish`; an execution that has already finished gets one `on_finish` "
             "built from the stored row (`stored: true`) at once. A stream lasts at most "
             "`timeout` seconds (default and maximum 600), then sends `stream_timeout`."
@@ -659,6 +494,7 @@ class WorkflowExecutionViewSet(WorkflowsAPIMixin, viewsets.GenericViewSet):
             max_seconds=max_seconds,
             keepalive_seconds=self.events_keepalive_seconds,
             poll_seconds=self.events_poll_seconds,
+            user_key=request.user.pk,
         )
         response = StreamingHttpResponse(stream, content_type="text/event-stream")
         response["Cache-Control"] = "no-cache"
