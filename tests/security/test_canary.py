@@ -14,7 +14,7 @@ from uuid import uuid4
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.forms.models import model_to_dict
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
@@ -143,6 +143,16 @@ def test_the_secrets_of_a_run_never_leave_it(api, client, superuser):
         out = StringIO()
         call_command("workflows", "show", execution.pk, stdout=out)
         assert_clean(out.getvalue(), "workflows show")
+    for fail in (False, True):
+        out = StringIO()
+        try:
+            call_command(
+                "workflows", "run", name, "--input", json.dumps(secret_input(fail)), stdout=out
+            )
+        except CommandError as exc:
+            assert fail
+            assert_clean(str(exc), "workflows run's error")
+        assert_clean(out.getvalue(), "workflows run")
     assert_clean(stored_text(name), "the stored rows after the re-runs")
 
 

@@ -21,6 +21,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.core.serializers.json import DjangoJSONEncoder
 from django.utils import timezone
 
+from workflows_app import jsoninput, redaction
 from workflows_app.bench import runner as benchmarks
 from workflows_app.engine import ExecutionNotFound, workflow_engine
 from workflows_app.orchestration import runtime
@@ -170,9 +171,9 @@ def run_workflow(command: Command, options: dict) -> None:
     payload = None
     if options["input"] is not None:
         try:
-            payload = json.loads(options["input"])
-        except json.JSONDecodeError as exc:
-            raise CommandError(f"--input is not valid JSON: {exc}") from None
+            payload = jsoninput.loads(options["input"], "--input")
+        except jsoninput.JSONInputError as exc:
+            raise CommandError(str(exc)) from None
     name = options["workflow"]
     try:
         result = workflow_engine.run(
@@ -184,6 +185,7 @@ def run_workflow(command: Command, options: dict) -> None:
     except REQUEST_ERRORS as exc:
         raise CommandError(str(exc)) from None
     tx = result.transaction
+    redact = redaction.for_result(result)
     state = str(tx.state)
     execution_id = tx.stored and (
         workflow_engine.list_workflow_executions(
@@ -201,7 +203,7 @@ def run_workflow(command: Command, options: dict) -> None:
     command.stdout.write(f"Transaction: {tx.transaction_id}")
     command.stdout.write(f"Run: {tx.run_id}")
     if tx.has_finished():
-        command.stdout.write(f"Result: {_to_json(result.result)}")
+        command.stdout.write(f"Result: {_to_json(redact(result.result))}")
     else:
         command.stdout.write("The transaction continues in the background.")
     if state in FAILED_STATES:
@@ -209,6 +211,7 @@ def run_workflow(command: Command, options: dict) -> None:
             f"{error.action} ({error.handler_type}): {error.error.get('message')}"
             for error in result.errors
         )
+        errors = redact.text(errors)
         raise CommandError(f"Workflow {name} {state}" + (f": {errors}" if errors else "."))
 
 
