@@ -14,9 +14,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from django.contrib.auth.models import Permission
 from rest_framework.authtoken.models import Token
 
-from .conftest import chain_workflow, start, waiting_workflow
+from .conftest import OPERATOR_PERMISSIONS, chain_workflow, start, waiting_workflow
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -28,6 +29,11 @@ def test_api_conforms_to_its_schema(live_server, django_user_model, tmp_path):
     if not SCHEMATHESIS.exists():
         pytest.skip("schemathesis is not installed in this environment")
     user = django_user_model.objects.create_user(username="schemathesis", is_staff=True)
+    user.user_permissions.set(
+        Permission.objects.filter(
+            content_type__app_label="workflows_app", codename__in=OPERATOR_PERMISSIONS
+        )
+    )
     token = Token.objects.create(user=user)
     finished = chain_workflow(store=True, retention_time=3600)
     start(finished, 1, "st-finished")
