@@ -21,9 +21,7 @@ import re
 from typing import Any
 
 from .conf import workflows_settings
-
-#: Deepest nesting of arrays and objects accepted from users.
-MAX_DEPTH = 64
+from .orchestration.codec import MAX_DEPTH  # the same limit as for what steps return
 
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _BRACKET = re.compile(r"[\[\]{}]")

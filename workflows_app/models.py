@@ -12,6 +12,7 @@ from django.utils.translation import gettext_lazy as _
 from ulid import ULID
 
 from .managers import WorkflowExecutionManager
+from .orchestration import codec
 from .orchestration.definition import MAX_STEP_PATH
 from .status import (
     FINISHED_STATES,
@@ -76,24 +77,28 @@ class WorkflowExecution(models.Model):
     )
     execution = models.JSONField(
         _("execution"),
+        encoder=codec.Encoder,
         null=True,
         blank=True,
         help_text=_("The checkpointed flow: steps, states, attempts, definitions."),
     )
     context = models.JSONField(
         _("context"),
+        encoder=codec.Encoder,
         null=True,
         blank=True,
         help_text=_("Payload, step outputs and errors of the run."),
     )
     input_payload = models.JSONField(
         _("input"),
+        encoder=codec.Encoder,
         null=True,
         blank=True,
         help_text=_("Input the workflow was started with (sensitive keys redacted)."),
     )
     output_payload = models.JSONField(
         _("output"),
+        encoder=codec.Encoder,
         null=True,
         blank=True,
         help_text=_("Final result of the workflow (sensitive keys redacted)."),
@@ -351,24 +356,28 @@ class StepExecution(models.Model):
     )
     input = models.JSONField(
         _("input"),
+        encoder=codec.Encoder,
         null=True,
         blank=True,
         help_text=_("Input the handler received (sensitive values redacted)."),
     )
     output = models.JSONField(
         _("output"),
+        encoder=codec.Encoder,
         null=True,
         blank=True,
         help_text=_("Output the handler returned (sensitive values redacted)."),
     )
     compensate_input = models.JSONField(
         _("compensate input"),
+        encoder=codec.Encoder,
         null=True,
         blank=True,
         help_text=_("Data handed to the compensation of this step."),
     )
     error = models.JSONField(
         _("error"),
+        encoder=codec.Encoder,
         null=True,
         blank=True,
         help_text=_('Error of the attempt as {"message", "name", "stack"}.'),

@@ -7,34 +7,24 @@ Response serializers describe the bodies for the OpenAPI schema and render store
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django.core.validators import RegexValidator
 from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
-from rest_framework.utils.encoders import JSONEncoder
 
 from .. import jsoninput
 from ..conf import workflows_settings
 from ..models import WorkflowExecution
+from ..orchestration import codec
 from ..redaction import Redactor
 from ..status import HandlerType
 
 
-class _LenientEncoder(JSONEncoder):
-    """DRF's encoder, falling back to ``repr`` for values JSON cannot hold."""
-
-    def default(self, obj: Any) -> Any:
-        try:
-            return super().default(obj)
-        except TypeError:
-            return repr(obj)
-
-
 def jsonable(value: Any) -> Any:
-    """``value`` as plain JSON data (anything unknown becomes its ``repr``)."""
-    return json.loads(json.dumps(value, cls=_LenientEncoder))
+    """``value`` as plain JSON data, converted as the codec stores it (anything it
+    cannot store becomes its ``repr``)."""
+    return codec.to_json_lenient(value)
 
 
 def redacted(value: Any) -> Any:

@@ -3,7 +3,8 @@
 Nothing here imports Django; storage and scheduling arrive through ``runtime``.
 """
 
-from .attempts import build_record, check_storable, locate_error
+from . import codec
+from .attempts import build_record, locate_error, storable
 from .calls import run_coroutine
 from .context import StepContext
 from .definition import ROOT_ID, FlowDefinition, StepNode, StepOptions, check_step_options
@@ -86,10 +87,11 @@ __all__ = [
     "WorkflowsError",
     "build_record",
     "check_step_options",
-    "check_storable",
+    "codec",
     "locate_error",
     "orchestrator",
     "run_coroutine",
     "runtime",
     "serialize_error",
+    "storable",
 ]

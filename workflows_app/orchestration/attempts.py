@@ -1,5 +1,6 @@
 """What every attempt of a step handler produces, built in one place: its log record,
-the check that its result can be stored, and its error with the location it ran at.
+the stored form of its result (or the refusal), and its error with the location it
+ran at.
 
 The orchestrator and the ``for_each`` loop (one record per iteration) both use these.
 """
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import serialization
+from . import codec
 from .definition import StepNode
 from .error_detail import ErrorDetail
 from .errors import NonSerializableCheckpointError, PayloadTooLargeError, serialize_error
@@ -52,31 +53,33 @@ def build_record(
     )
 
 
-def check_storable(what: str, *values: Any) -> Exception | None:
-    """The error that refuses (for good) values a stored run could not keep, or ``None``.
+def storable(what: str, *values: Any) -> list[Any]:
+    """The stored forms of ``values`` (see ``codec``), or the error that refuses them.
 
-    ``what`` names them in the message, e.g. ``"The output of step charge"``; values
-    that are the same object are measured once.
+    Raises ``NonSerializableCheckpointError`` (naming ``what`` and the path of the bad
+    value) or ``PayloadTooLargeError``; ``what`` names the values, e.g. ``"The output
+    of step charge"``. The same object given twice is converted and counted once.
     """
+    out: list[Any] = []
     size = 0
-    seen: list[Any] = []
-    try:
-        for value in values:
-            if any(value is other for other in seen):
-                continue
-            seen.append(value)
-            size += len(serialization.dumps(value).encode())
-    except (TypeError, ValueError) as exc:
-        return NonSerializableCheckpointError(
-            f"{what} cannot be stored as JSON: {exc}. Workflow inputs and step outputs "
-            "must be JSON-serialisable."
-        )
+    for value in values:
+        earlier = next((i for i, other in enumerate(values[: len(out)]) if other is value), None)
+        if earlier is not None:
+            out.append(out[earlier])
+            continue
+        try:
+            stored = codec.to_json(value)
+        except codec.UnstorableValueError as exc:
+            raise NonSerializableCheckpointError(f"{what} cannot be stored: {exc}") from None
+        out.append(stored)
+        if runtime.max_payload_bytes:
+            size += len(codec.dumps(stored).encode())
     limit = runtime.max_payload_bytes
     if limit and size > limit:
-        return PayloadTooLargeError(
+        raise PayloadTooLargeError(
             f"{what} is {size} bytes, more than WORKFLOWS['MAX_PAYLOAD_BYTES'] ({limit})."
         )
-    return None
+    return out
 
 
 def locate_error(error: Any, where: str) -> dict:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from . import serialization
+from . import codec
 from .calls import Attempt, Outcome, call, call_concurrently, run_coroutine
 from .clock import clock
 from .compensation import Compensation
@@ -361,7 +361,7 @@ class Orchestrator(Outcomes, Compensation, Timers, Replay):
                     job.outcome, job.value = Outcome.ERROR, exc
                     return
             try:
-                job.input = serialization.roundtrip(node.resolve_input(tx))
+                job.input = codec.roundtrip(node.resolve_input(tx))
             except Exception as exc:
                 job.outcome, job.value = Outcome.ERROR, exc
                 return
@@ -386,6 +386,8 @@ class Orchestrator(Outcomes, Compensation, Timers, Replay):
         elif resolver is not None:
             try:
                 tx.result = resolver(tx)
+                if tx.stored:
+                    tx.result = codec.to_json(tx.result)
             except Exception as exc:
                 tx.errors.append(StepError("_result", HandlerType.INVOKE, serialize_error(exc)))
                 tx.result = None

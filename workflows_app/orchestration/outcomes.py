@@ -11,9 +11,14 @@ import logging
 from collections import deque
 from typing import Any
 
-from .attempts import build_record, check_storable, locate_error
+from .attempts import build_record, locate_error, storable
 from .calls import Attempt, Outcome
-from .errors import PermanentStepFailureError, StepError
+from .errors import (
+    NonSerializableCheckpointError,
+    PayloadTooLargeError,
+    PermanentStepFailureError,
+    StepError,
+)
 from .responses import SKIP, StepResponse
 from .runtime import runtime
 from .states import AttemptStatus, HandlerType, StepState, StepStatus, TransactionState
@@ -60,10 +65,12 @@ class Outcomes:
             else:
                 output = compensate_input = value
             if tx.stored and not job.replayed:
-                problem = check_storable(
-                    f"The output of step {node.action}", output, compensate_input
-                )
-                if problem is not None:
+                # What the next steps (and a rebuilt run) see is the stored form.
+                try:
+                    output, compensate_input = storable(
+                        f"The output of step {node.action}", output, compensate_input
+                    )
+                except (NonSerializableCheckpointError, PayloadTooLargeError) as problem:
                     job.outcome, job.value = Outcome.ERROR, problem
                     self._apply_failure(tx, job, permanent=True)
                     return

@@ -39,10 +39,10 @@ from ..orchestration import (
     StepState,
     Transaction,
     build_record,
-    check_storable,
+    codec,
     locate_error,
     runtime,
-    serialization,
+    storable,
 )
 from ..orchestration.clock import clock
 from .composer import Composition, current
@@ -303,7 +303,7 @@ class _Loop:
             ctx = StepContext(tx, self.step_name(i), INVOKE, attempt)
             started = clock.now()
             try:
-                value = body.call(serialization.roundtrip(item), ctx)
+                value = body.call(codec.roundtrip(item), ctx)
                 if isinstance(value, SkipStepResponse):
                     outcome.status = AttemptStatus.SKIPPED
                     outcome.records.append(
@@ -315,13 +315,11 @@ class _Loop:
                 else:
                     output = compensate_input = value
                 if stored:
-                    problem = check_storable(
+                    output, compensate_input = storable(
                         f"The output of iteration {i} of {self.node.action}",
                         output,
                         compensate_input,
                     )
-                    if problem is not None:
-                        raise problem
             except (Exception, SystemExit) as exc:
                 failures += 1
                 permanent = isinstance(

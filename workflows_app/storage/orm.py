@@ -34,9 +34,9 @@ from ..orchestration import (
     Transaction,
     TransactionAlreadyStarted,
     TransactionState,
-    check_storable,
     orchestrator,
     runtime,
+    storable,
 )
 from ..redaction import RunRedactor, for_run, mask_sensitive
 from ..status import FINISHED_STATES
@@ -100,9 +100,8 @@ class OrmStorage:
     # Protocol
 
     def start(self, tx: Transaction) -> None:
-        problem = check_storable(f"The input of workflow {tx.workflow_id}", tx.payload)
-        if problem is not None:
-            raise problem
+        # The run goes on with the stored form, as a run rebuilt from the row would.
+        [tx.payload] = storable(f"The input of workflow {tx.workflow_id}", tx.payload)
         redact = self._redactor(tx)
         now = timezone.now()
         lease = lease_seconds()

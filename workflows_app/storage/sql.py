@@ -17,7 +17,7 @@ from django.db.models import sql
 
 from ..conf import workflows_settings
 from ..models import StepExecution, WorkflowExecution
-from ..orchestration import serialization
+from ..orchestration import codec
 
 _UTC = datetime.UTC
 
@@ -134,7 +134,7 @@ def insert_checkpoint(values: dict[str, Any]) -> None:
     params = [values[name] for name in STEP_COLUMNS]
     for i in _STEP_JSON_POSITIONS:
         value = params[i]
-        params[i] = None if value is None else serialization.dumps(value)
+        params[i] = None if value is None else codec.dumps(value)
     text = _step_insert_sql()
     if connection.in_atomic_block:
         with transaction.atomic(), connection.cursor() as cursor:
