@@ -480,48 +480,25 @@ class _Loop:
                 state.attempts[(COMPENSATE, i)] = attempt
                 ctx = StepContext(tx, self.step_name(i), COMPENSATE, attempt)
                 started = clock.now()
+                problem: BaseException | None = None
                 try:
                     value = body.undo(data, ctx)
+                    output = value.output if isinstance(value, StepResponse) else value
+                    status, result = AttemptStatus.COMPLETED, {"output": output}
                 except (Exception, SystemExit) as exc:
-                    failures += 1
+                    problem = exc
                     error = self.error(tx, exc, COMPENSATE, i, total)
-                    self.write(
-                        tx,
-                        [
-                            self.record(
-                                COMPENSATE,
-                                attempt,
-                                i,
-                                total,
-                                AttemptStatus.FAILED,
-                                data,
-                                started,
-                                error=error,
-                            )
-                        ],
-                    )
+                    status, result = AttemptStatus.FAILED, {"error": error}
+                record = self.record(COMPENSATE, attempt, i, total, status, data, started, **result)
+                self.write(tx, [record])
+                if problem is not None:
+                    failures += 1
                     if failures <= body.max_retries and not isinstance(
-                        exc, PermanentStepFailureError
+                        problem, PermanentStepFailureError
                     ):
                         continue
-                    problems.append((i, exc))
+                    problems.append((i, problem))
                     break
-                output = value.output if isinstance(value, StepResponse) else value
-                self.write(
-                    tx,
-                    [
-                        self.record(
-                            COMPENSATE,
-                            attempt,
-                            i,
-                            total,
-                            AttemptStatus.COMPLETED,
-                            data,
-                            started,
-                            output=output,
-                        )
-                    ],
-                )
                 state.owed.pop(i, None)
                 state.outputs.pop(i, None)
                 break
