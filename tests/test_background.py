@@ -118,7 +118,7 @@ def test_long_keys_are_hashed_to_fit_the_schedule_name():
 
 def test_setup_creates_django_q_schedules(django_q_backend, settings):
     settings.WORKFLOWS = {**settings.WORKFLOWS, "RECOVERY_INTERVAL_SECONDS": 120}
-    from workflows_app.sdk.workflows import registry
+    from workflows_app.sdk.registry import registry
 
     odd = registry.workflows.pop("bgq-odd-interval")
     try:

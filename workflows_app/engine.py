@@ -336,7 +336,7 @@ class WorkflowEngine:
 
     def complete_parent(self, tx: Transaction) -> None:
         """A nested child that waited has finished: complete its parent's step."""
-        from .sdk.workflows import complete_parent_step
+        from .sdk.nesting import complete_parent_step
 
         complete_parent_step(tx)
 

@@ -16,11 +16,11 @@ into a form error. Nothing is written before the check passes.
 from __future__ import annotations
 
 import json
-import math
 import re
 from typing import Any
 
 from .conf import workflows_settings
+from .orchestration import codec
 from .orchestration.codec import MAX_DEPTH  # the same limit as for what steps return
 
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
@@ -78,35 +78,19 @@ def check_depth(depth: int, where: str) -> None:
 
 def check_text(text: str, where: str = "The value") -> None:
     """Refuse a string the database cannot store (NUL character, lone surrogate)."""
-    if "\x00" in text:
-        raise JSONInputError(
-            f"{where} contains a NUL character, which cannot be stored.", code="nul"
-        )
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise JSONInputError(
-            f"{where} contains a lone surrogate, which cannot be stored.", code="surrogate"
-        ) from None
+    check(text, where)
 
 
 def check(value: Any, where: str = "The value") -> None:
-    """Refuse an already parsed value that breaks a rule of the module docstring."""
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, str):
-            check_text(item, where)
-        elif isinstance(item, float) and not math.isfinite(item):
-            _refuse_constant(repr(item))
-        elif isinstance(item, dict | list):
-            check_depth(depth + 1, where)
-            if isinstance(item, dict):
-                for key, child in item.items():
-                    check_text(str(key), where)
-                    stack.append((child, depth + 1))
-            else:
-                stack.extend((child, depth + 1) for child in item)
+    """Refuse an already parsed value that breaks a rule of the module docstring.
+
+    What can be stored is the codec's decision, the same one that checks what steps
+    return; this adds only the size limit.
+    """
+    try:
+        codec.to_json(value)
+    except codec.UnstorableValueError as exc:
+        raise JSONInputError(f"{where} cannot be stored: {exc}.", code="unstorable") from None
     limit = workflows_settings.MAX_PAYLOAD_BYTES
     if limit:
         size = len(json.dumps(value).encode())

@@ -108,8 +108,7 @@ class WorkflowExecutionQuerySet(models.QuerySet):
                 return total
 
     def _delete_expired_batch(self, now: datetime.datetime, size: int) -> int:
-        from .models import StepExecution
-
+        StepExecution = self.model._meta.get_field("step_executions").related_model
         connection = connections[self.db]
         batch = self.expired(now).order_by("expires_at", "id")[:size]
         with transaction.atomic(using=self.db):

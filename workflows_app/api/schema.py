@@ -26,6 +26,8 @@ from rest_framework.response import Response
 from rest_framework.schemas.openapi import AutoSchema as DRFAutoSchema
 from rest_framework.views import APIView
 
+from .routes import router
+
 # A fixed major version when the files do not come from drf-spectacular-sidecar.
 SWAGGER_UI_CDN = "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5"
 SIDECAR_APP = "drf_spectacular_sidecar"
@@ -48,8 +50,6 @@ SCHEMA_SETTINGS: dict[str, Any] = {
 
 def api_patterns(request: Any) -> list:
     """The app's API routes under the prefix the host mounted them at."""
-    from .urls import router
-
     namespace = request.resolver_match.namespace if request.resolver_match else ""
     root = reverse(f"{namespace}:api-root" if namespace else "api-root")
     prefix = root.removeprefix(get_script_prefix())

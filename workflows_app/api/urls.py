@@ -5,17 +5,12 @@ Besides the endpoints: the root (``""``, links to everything), the OpenAPI schem
 """
 
 from django.urls import path
-from rest_framework.routers import SimpleRouter
 
 from .root import APIRootView
+from .routes import router
 from .schema import DocsView, SchemaView
-from .views import WorkflowExecutionViewSet, WorkflowViewSet
 
 app_name = "workflows_app"
-
-router = SimpleRouter()
-router.register("workflows", WorkflowViewSet, basename="workflow")
-router.register("workflow-executions", WorkflowExecutionViewSet, basename="execution")
 
 urlpatterns = [
     path("", APIRootView.as_view(), name="api-root"),

@@ -27,8 +27,9 @@ from ..orchestration import (
 from .composer import Hook, WorkflowResponse, create_hook, parallelize, transform, when
 from .loops import for_each
 from .references import Reference
+from .registry import get_workflow, list_workflows
 from .steps import Step, create_step
-from .workflows import RunResult, Workflow, create_workflow, get_workflow, list_workflows
+from .workflows import RunResult, Workflow, create_workflow
 
 __all__ = [
     "CompositionError",

@@ -22,8 +22,9 @@ from ..orchestration import (
     run_coroutine,
     runtime,
 )
+from .nesting import run_child_inline
 from .steps import Step
-from .workflows import Workflow, run_child_inline
+from .workflows import Workflow
 
 # Step options that describe how the orchestrator schedules one step (waiting for an
 # outside response, timers, handing over to a worker, carrying on after a failure):

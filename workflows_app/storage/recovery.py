@@ -180,7 +180,7 @@ def process_is_gone(owner: str) -> bool:
 def complete_waiting_parents(limit: int) -> int:
     """Complete the parent steps whose nested child ended while the parent was busy
     (the child's row is the durable record of its outcome); returns how many."""
-    from ..sdk.workflows import complete_parent_step
+    from ..sdk.nesting import complete_parent_step
 
     waiting = StepExecution.objects.filter(
         status=StepLogStatus.WAITING,
