@@ -18,32 +18,20 @@ from ..models import (
 )
 from ..permissions import Command, has_command_permission
 from . import examples
+from .base import ReadOnlyAdmin
 from .display import APP, ENGINE_ERRORS, pretty_json, state_label
 from .executions import WorkflowExecutionAdmin
 from .forms import RunWorkflowForm, run_form
 
 
 @admin.register(WorkflowDefinitionEntry)
-class WorkflowDefinitionAdmin(admin.ModelAdmin):
+class WorkflowDefinitionAdmin(ReadOnlyAdmin):
     """The registry of workflows (not a database table): a catalogue and a Run form."""
 
     definitions_template = "admin/workflows_app/workflowdefinitionentry/definitions.html"
     actions = None
 
-    class Media:
-        css = {"all": ("workflows_app/admin.css",)}
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-    def has_view_permission(self, request, obj=None):
-        return has_command_permission(request.user, Command.VIEW_DEFINITIONS)
+    view_command = Command.VIEW_DEFINITIONS
 
     def get_urls(self):
         base = f"{self.opts.app_label}_{self.opts.model_name}"

@@ -33,6 +33,7 @@ from ..permissions import Command, has_command_permission
 from ..status import HandlerType, TransactionState
 from ..step_address import StepAddress
 from . import confirm, dashboard, examples, worker_tasks
+from .base import ReadOnlyAdmin
 from .changelist import (
     EstimatedCountPaginator,
     ExecutionChangeList,
@@ -52,7 +53,7 @@ from .live import live_view
 
 
 @admin.register(WorkflowExecution)
-class WorkflowExecutionAdmin(admin.ModelAdmin):
+class WorkflowExecutionAdmin(ReadOnlyAdmin):
     list_display = (
         "transaction_id",
         "workflow_id",
@@ -80,23 +81,6 @@ class WorkflowExecutionAdmin(admin.ModelAdmin):
 
     change_form_template = "admin/workflows_app/workflowexecution/change_form.html"
     complete_step_template = "admin/workflows_app/workflowexecution/complete_step.html"
-
-    class Media:
-        css = {"all": ("workflows_app/admin.css",)}
-
-    # Read-only the Django way: view permission only.
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-    def has_view_permission(self, request, obj=None):
-        return has_command_permission(request.user, Command.VIEW)
 
     # List
 
