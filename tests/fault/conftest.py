@@ -18,6 +18,7 @@ from tests.background.conftest import Cluster, use_redis_broker
 from tests.background.conftest import effects_dir as effects_dir
 from tests.background.conftest import qcluster as qcluster
 from workflows_app.engine import workflow_engine
+from workflows_app.sdk.registry import registry
 
 from .scenario import finish_seconds, runs_per_scenario
 
@@ -39,8 +40,21 @@ def fault_cluster(
     qcluster: Callable[..., Cluster], django_q_backend: Any
 ) -> Callable[..., Cluster]:
     """Start a qcluster that knows the fault workflows; the recovery schedule exists
-    (``workflows setup``), as in a deployment."""
-    workflow_engine.setup_schedules()
+    (``workflows setup``), as in a deployment.
+
+    The schedules of workflows that other test modules registered in this process
+    (one of them deliberately invalid) are no business of these tests: setup sees only
+    the unscheduled ones, so it creates the cleanup and recovery schedules alone."""
+    everything = registry.workflows
+    registry.workflows = {
+        name: workflow
+        for name, workflow in everything.items()
+        if workflow.options.get("schedule") is None
+    }
+    try:
+        workflow_engine.setup_schedules()
+    finally:
+        registry.workflows = everything
 
     def start(**extra_env: str) -> Cluster:
         return qcluster(DJANGO_SETTINGS_MODULE="tests.fault.settings", **extra_env)
