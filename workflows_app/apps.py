@@ -20,7 +20,7 @@ class WorkflowsAppConfig(AppConfig):
         from django.utils.module_loading import autodiscover_modules
 
         from . import checks  # noqa: F401  (registers the system checks)
-        from .background import build_scheduler
+        from .background import build_scheduler, worker_interruptions
         from .brokers import apply_default_broker
         from .conf import workflows_settings
         from .engine import workflow_engine
@@ -46,7 +46,11 @@ class WorkflowsAppConfig(AppConfig):
 
         if apps.is_installed("django_q"):
             apply_default_broker()
-        runtime.configure(storage=OrmStorage(), nested_finished=workflow_engine.complete_parent)
+        runtime.configure(
+            storage=OrmStorage(),
+            nested_finished=workflow_engine.complete_parent,
+            interruptions=worker_interruptions(),
+        )
         apply_settings()
         workflows_settings.on_reload(apply_settings)
         connect_worker_signals()

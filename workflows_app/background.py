@@ -311,6 +311,19 @@ class ImmediateScheduler:
         timer.func(*timer.args)
 
 
+def worker_interruptions() -> tuple[type[BaseException], ...]:
+    """What interrupts the code executing a run in a django-q2 worker rather than
+    failing the step it runs: django-q2's task timeout, which a ``SIGALRM`` handler
+    raises in whatever frame runs (``TimeoutException``, a ``SystemExit``). The
+    orchestrator lets it through as ``ExecutorInterrupted``; the run is released and
+    recovered, and the worker process is replaced."""
+    if not apps.is_installed("django_q"):
+        return ()
+    from django_q.exceptions import TimeoutException
+
+    return (TimeoutException,)
+
+
 def build_scheduler(name: str) -> DjangoQScheduler | ImmediateScheduler:
     """The backend for a ``WORKFLOWS["BACKGROUND"]`` value."""
     if name == "immediate":

@@ -79,10 +79,11 @@ def abandon(tx: Transaction) -> None:
 def released_on_error(tx: Transaction) -> Iterator[None]:
     """Any exception out of the orchestrator or the storage releases the run before it
     propagates: otherwise the run stays held (commands answer "already started") until
-    its lease runs out, or for good while this process keeps renewing it."""
+    its lease runs out, or for good while this process keeps renewing it. That holds
+    for interruptions too (``ExecutorInterrupted``, a worker's task timeout)."""
     try:
         yield
-    except Exception:
+    except runtime.releasing():
         abandon(tx)
         raise
 
@@ -269,7 +270,8 @@ class WorkflowEngine:
 
         try:
             return resume_transaction(workflow.name, transaction_id, prepare=prepare)
-        except Exception:
+        except runtime.releasing():
+            # Interruptions too (a task timeout): recovery continues the run.
             for tx in held:
                 abandon(tx)
             raise

@@ -10,6 +10,7 @@ from .context import StepContext
 from .definition import ROOT_ID, FlowDefinition, StepNode, StepOptions, check_step_options
 from .errors import (
     CompositionError,
+    ExecutorInterrupted,
     InvalidStepStateError,
     InvalidTransactionIdError,
     InvalidTransactionStateError,
@@ -50,6 +51,7 @@ __all__ = [
     "AttemptRecord",
     "AttemptStatus",
     "CompositionError",
+    "ExecutorInterrupted",
     "FlowDefinition",
     "HandlerType",
     "InMemoryStorage",

@@ -12,7 +12,7 @@ from typing import Any
 
 from .clock import clock
 from .context import StepContext
-from .errors import StaleTransactionError
+from .errors import ExecutorInterrupted, StaleTransactionError
 from .runtime import runtime
 from .transaction import StepRun
 
@@ -85,19 +85,31 @@ def call(job: Attempt) -> None:
         if job.is_coroutine:
             value = run_coroutine(value)
         job.outcome, job.value = Outcome.OK, value
-    except StaleTransactionError:
-        # Another executor owns the run (seen by a handler that writes, e.g. a loop):
-        # stop this branch instead of failing the step.
+    except (StaleTransactionError, ExecutorInterrupted):
+        # Another executor owns the run (seen by a handler that writes, e.g. a loop),
+        # or a nested run inside this handler was interrupted: not the step's outcome.
         raise
+    except runtime.interruptions as exc:
+        raise interrupted(job, exc) from exc
     except (Exception, SystemExit) as exc:
         job.outcome, job.value = Outcome.ERROR, exc
     job.ended = clock.now()
+
+
+def interrupted(job: Attempt, exc: BaseException) -> ExecutorInterrupted:
+    """The executor was interrupted inside ``job``'s handler (e.g. by a worker's task
+    timeout): the attempt gets no outcome, so nothing records it as failed."""
+    return ExecutorInterrupted(exc, job.run.action, job.handler_type)
 
 
 async def _acall(job: Attempt) -> None:
     job.started = clock.now()
     try:
         job.outcome, job.value = Outcome.OK, await job.fn(job.input, job.ctx)
+    except ExecutorInterrupted:
+        raise
+    except runtime.interruptions as exc:
+        raise interrupted(job, exc) from exc
     except (Exception, SystemExit) as exc:
         job.outcome, job.value = Outcome.ERROR, exc
     job.ended = clock.now()

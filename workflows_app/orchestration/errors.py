@@ -82,6 +82,29 @@ class StaleTransactionError(WorkflowsError):
     """Another executor changed the stored transaction: this branch stops silently."""
 
 
+class ExecutorInterrupted(BaseException):
+    """The code executing a run was interrupted while a step handler ran (e.g. a
+    worker's task timeout): not an outcome of the step.
+
+    The attempt is not recorded, the run is released as it propagates, and recovery
+    continues it later. A ``BaseException``, like ``SystemExit``, so that a handler's
+    ``except Exception`` does not swallow it. ``runtime.interruptions`` names what
+    counts as an interruption; the worker entry sets it.
+    """
+
+    def __init__(self, cause: BaseException, action: str, handler_type: str):
+        super().__init__(cause, action, handler_type)
+        self.cause = cause
+        self.action = action
+        self.handler_type = handler_type
+
+    def __str__(self) -> str:
+        return (
+            f"The executor was interrupted while step {self.action} ({self.handler_type}) "
+            f"ran: {type(self.cause).__name__}: {self.cause}"
+        )
+
+
 class WorkflowError(WorkflowsError):
     """Raised by ``run(throw_on_error=True)`` when a transaction ends failed or reverted."""
 

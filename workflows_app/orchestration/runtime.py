@@ -12,6 +12,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from .errors import ExecutorInterrupted
 from .scheduler import Scheduler, ThreadScheduler
 from .storage import InMemoryStorage, Storage
 
@@ -29,8 +30,18 @@ class Runtime:
         # Called with a nested child transaction that finished after its parent's
         # step handler returned, to complete the waiting parent step.
         self.nested_finished: Callable[[Any], None] | None = None
+        # Exceptions that interrupt the executor rather than fail the step that runs
+        # (a worker's task timeout, set by the worker side): raised as
+        # ``ExecutorInterrupted`` instead of being recorded as the step's error.
+        self.interruptions: tuple[type[BaseException], ...] = ()
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
+
+    def releasing(self) -> tuple[type[BaseException], ...]:
+        """What releases a run on its way out of the code executing it: errors and
+        interruptions of the executor. Other ``BaseException``s (a process dying of
+        ``KeyboardInterrupt``) leave the lease to run out."""
+        return (Exception, ExecutorInterrupted, *self.interruptions)
 
     def pool(self) -> ThreadPoolExecutor:
         pool = self._pool

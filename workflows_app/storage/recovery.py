@@ -10,6 +10,12 @@ failed recovery is counted on the run's row with its error; the same error
 ``WORKFLOWS["MAX_RECOVERY_FAILURES"]`` times in a row marks the run ``failed`` with
 that error (it stays visible; no compensation can run for a run that cannot be
 resumed). A lost database connection is not the run's fault and is not counted.
+
+The recovery schedule hands each run over to the workers (``hand_over``): the sweep
+only moves the run's deadline and queues a resume task per run (and a task per
+waiting parent whose nested child finished), so its duration does not grow with
+what each run has left to do. The resume task counts its failures, interruptions
+by the worker's task timeout included, toward the same bound.
 """
 
 from __future__ import annotations
@@ -20,22 +26,30 @@ import os
 import socket
 import traceback
 from collections.abc import Callable
-from functools import partial
+from contextlib import nullcontext
 
-from django.db import DatabaseError, InterfaceError, OperationalError
-from django.db.models import F
+from django.db import DatabaseError, InterfaceError, OperationalError, transaction
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from ..conf import workflows_settings
 from ..models import StepExecution, WorkflowExecution
-from ..orchestration import Transaction, WorkflowNotFound, orchestrator, runtime
+from ..orchestration import (
+    Transaction,
+    WorkflowNotFound,
+    orchestrator,
+    runtime,
+)
 from ..orchestration.states import Operation
 from ..sdk import get_workflow
 from ..status import UNFINISHED_STATES, ExecutionStatus, StepLogStatus, TransactionState
+from .leases import lease_seconds
 from .orm import retention_for
 
 logger = logging.getLogger("workflows_app")
 
+#: The task that completes the parent step of a finished nested run (hand-over sweeps).
+COMPLETE_PARENT_TASK = "workflows_app.tasks.complete_parent"
 #: Longest error text kept on the row.
 ERROR_CHARS = 2000
 
@@ -103,6 +117,59 @@ def clear_recovery_failures(pk: str) -> None:
     )
 
 
+def _unfinished_run(workflow_id: str, transaction_id: str) -> WorkflowExecution | None:
+    return (
+        WorkflowExecution.objects.unfinished()
+        .filter(workflow_id=workflow_id, transaction_id=transaction_id)
+        .only("pk", "recovery_failures")
+        .first()
+    )
+
+
+def note_resume_failure(workflow_id: str, transaction_id: str, exc: BaseException) -> bool:
+    """A worker's resume of the run failed or was interrupted: count it as a failed
+    recovery (see :func:`note_recovery_failure`); ``True`` when the run was marked
+    failed."""
+    try:
+        row = _unfinished_run(workflow_id, transaction_id)
+        options = get_workflow(workflow_id).definition.options
+    except (DatabaseError, WorkflowNotFound):
+        return False
+    return row is not None and note_recovery_failure(row.pk, options, exc)
+
+
+def note_resume_success(workflow_id: str, transaction_id: str) -> None:
+    """A worker's resume went through: the count of failed recoveries starts again."""
+    WorkflowExecution.objects.filter(
+        workflow_id=workflow_id, transaction_id=transaction_id, recovery_failures__gt=0
+    ).update(recovery_failures=0, recovery_error="")
+
+
+def queue_resume(row: WorkflowExecution, now: datetime.datetime, dead_owner: str | None) -> bool:
+    """Queue a resume task for ``row`` without running or rebuilding it here.
+
+    The row is taken with a compare-and-set (as a claim) and released at once with a
+    deadline of a lease, in the database transaction that queues the task when the
+    broker is transactional: a lost task is recovered again after the deadline, and
+    a sweep meanwhile does not queue it twice. ``False`` when someone else took it.
+    """
+    if dead_owner:
+        held = Q(owner=dead_owner)
+    else:
+        held = Q(lease_expires_at__lt=now) | Q(owner="", lease_expires_at__isnull=True)
+    deadline = timezone.now() + datetime.timedelta(seconds=lease_seconds())
+    scheduler = runtime.scheduler
+    with transaction.atomic() if getattr(scheduler, "transactional", False) else nullcontext():
+        taken = (
+            WorkflowExecution.objects.filter(pk=row.pk, version=row.version)
+            .filter(held)
+            .update(owner="", lease_expires_at=deadline, version=F("version") + 1)
+        )
+        if taken:
+            scheduler.enqueue(row.workflow_id, row.transaction_id)
+    return bool(taken)
+
+
 def recover(
     now: datetime.datetime,
     limit: int,
@@ -117,7 +184,7 @@ def recover(
     dead = {row.pk: row.owner for row in held if process_is_gone(row.owner)}
     if dead:
         rows += list(WorkflowExecution.objects.filter(pk__in=dead))
-    recovered = complete_waiting_parents(limit)
+    recovered = complete_waiting_parents(limit, now if hand_over else None)
     seen = {row.pk for row in rows}
     rows += [
         row for row in WorkflowExecution.objects.cancel_pending()[:limit] if row.pk not in seen
@@ -130,25 +197,32 @@ def recover(
                 "Cannot recover %s: workflow %s is not registered", row.pk, row.workflow_id
             )
             continue
+        if hand_over:
+            try:
+                recovered += queue_resume(row, now, dead.get(row.pk))
+            except Exception:
+                # The resume task counts its own failures (with the immediate backend
+                # it ran here); a broker that refuses the task is not the run's fault.
+                logger.exception("Handing %s over to a worker failed", row.pk)
+            continue
         tx = None
         try:
             tx = storage.claim(workflow.definition, row, now, dead_owner=dead.get(row.pk))
             if tx is None:
                 continue
-            if hand_over:
-                enqueue = partial(runtime.scheduler.enqueue, tx.workflow_id, tx.transaction_id)
-                storage.save(tx, then=enqueue)
-            else:
-                prepare(tx)
-                tx.in_background = True
-                orchestrator.execute(tx)
-        except Exception as exc:
+            prepare(tx)
+            tx.in_background = True
+            orchestrator.execute(tx)
+        except runtime.releasing() as exc:
             logger.exception("Recovering %s failed", row.pk)
             if tx is not None:
                 storage.abandon(tx)
             note_recovery_failure(row.pk, workflow.definition.options, exc)
+            if not isinstance(exc, Exception):
+                # An interruption of this process (a task timeout): stop the sweep.
+                raise
             continue
-        if row.recovery_failures and not hand_over:
+        if row.recovery_failures:
             clear_recovery_failures(row.pk)
         recovered += 1
     return recovered
@@ -177,30 +251,93 @@ def process_is_gone(owner: str) -> bool:
         return False
 
 
-def complete_waiting_parents(limit: int) -> int:
-    """Complete the parent steps whose nested child ended while the parent was busy
-    (the child's row is the durable record of its outcome); returns how many."""
-    from ..sdk.nesting import complete_parent_step
-
-    waiting = StepExecution.objects.filter(
+def _waiting_parent_steps() -> QuerySet:
+    return StepExecution.objects.filter(
         status=StepLogStatus.WAITING,
         operation=Operation.SUB_WORKFLOW,
         execution__state__in=UNFINISHED_STATES,
         execution__owner="",
-    ).values_list("execution__workflow_id", "execution__transaction_id", "step_id", "handler_type")
-    keys = [":".join(parts) for parts in waiting[:limit]]
-    if not keys:
+    )
+
+
+def complete_waiting_parents(limit: int, queue_at: datetime.datetime | None = None) -> int:
+    """Complete the parent steps whose nested child ended while the parent was busy
+    (the child's row is the durable record of its outcome); returns how many.
+
+    With ``queue_at`` (a hand-over sweep) each completion is queued as a task of its
+    own (:data:`COMPLETE_PARENT_TASK`) and the parent's row gets a deadline of a
+    lease, so that sweeps until then do not queue it twice and a lost task is made
+    up for."""
+    waiting = _waiting_parent_steps()
+    if queue_at is not None:
+        waiting = waiting.filter(
+            Q(execution__lease_expires_at__isnull=True)
+            | Q(execution__lease_expires_at__lt=queue_at)
+        )
+    parents = {
+        ":".join(parts): pk
+        for pk, *parts in waiting.values_list(
+            "execution_id",
+            "execution__workflow_id",
+            "execution__transaction_id",
+            "step_id",
+            "handler_type",
+        )[:limit]
+    }
+    if not parents:
         return 0
     completed = 0
-    for row in WorkflowExecution.objects.finished().filter(parent_step_idempotency_key__in=keys):
+    children = WorkflowExecution.objects.finished().filter(parent_step_idempotency_key__in=parents)
+    for row in children.only("pk", "workflow_id", "transaction_id", "parent_step_idempotency_key"):
         try:
-            child = get_workflow(row.workflow_id)
-            tx = runtime.storage.load(
-                child.definition, row.transaction_id, include_finished=True, claim=False
-            )
-            if tx is not None and tx.has_finished():
-                complete_parent_step(tx)
-                completed += 1
+            if queue_at is None:
+                completed += complete_parent_of(row.workflow_id, row.transaction_id)
+            else:
+                parent = parents[row.parent_step_idempotency_key]
+                completed += _queue_parent_completion(parent, row, queue_at)
         except Exception:
             logger.exception("Completing the parent step of nested %s failed", row.pk)
     return completed
+
+
+def _queue_parent_completion(
+    parent_pk: str, child: WorkflowExecution, now: datetime.datetime
+) -> bool:
+    deadline = timezone.now() + datetime.timedelta(seconds=lease_seconds())
+    scheduler = runtime.scheduler
+    with transaction.atomic() if getattr(scheduler, "transactional", False) else nullcontext():
+        marked = (
+            WorkflowExecution.objects.filter(pk=parent_pk, owner="")
+            .filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now))
+            .update(lease_expires_at=deadline)
+        )
+        if marked:
+            scheduler.enqueue_task(COMPLETE_PARENT_TASK, child.workflow_id, child.transaction_id)
+    return bool(marked)
+
+
+def complete_parent_of(workflow_id: str, transaction_id: str) -> bool:
+    """Complete the waiting parent step of the finished nested run ``transaction_id``
+    (the :data:`COMPLETE_PARENT_TASK`); ``False`` when there is nothing to do (the
+    child is unfinished or gone, the parent step no longer waits)."""
+    from ..sdk.nesting import complete_parent_step
+
+    child = get_workflow(workflow_id)
+    tx = runtime.storage.load(child.definition, transaction_id, include_finished=True, claim=False)
+    if tx is None or not tx.has_finished():
+        return False
+    key = tx.metadata.get("parentStepIdempotencyKey") or ""
+    parts = key.split(":")
+    if len(parts) != 4:
+        return False
+    parent_id, parent_tx, step_id, handler_type = parts
+    waits = _waiting_parent_steps().filter(
+        execution__workflow_id=parent_id,
+        execution__transaction_id=parent_tx,
+        step_id=step_id,
+        handler_type=handler_type,
+    )
+    if not waits.exists():
+        return False
+    complete_parent_step(tx)
+    return True
