@@ -153,3 +153,52 @@ def _run_approve(input: dict) -> WorkflowResponse:
 
 
 create_workflow(APPROVE, _run_approve, **STORE)
+
+
+# fault-timeout: "t2" outlives django-q2's task timeout: on its first start only when
+# the input says "slow": "once", on every start when it says "always".
+
+TIMEOUT = "fault-timeout"
+TIMEOUT_STEPS = ("t1", "t2", "t3")
+
+
+def _starts(directory: str, ctx: Any, step: str) -> int:
+    """How often this body started before (lines of ``effects.txt``)."""
+    path = Path(directory) / EFFECTS_FILE
+    if not path.exists():
+        return 0
+    mine = f"{ctx.transaction_id} {step} invoke start "
+    return sum(line.startswith(mine) for line in path.read_text().splitlines())
+
+
+def _timed(name: str):
+    invoke, compensate = _body(name)
+
+    def timed_invoke(value: dict, ctx: Any) -> StepResponse | None:
+        slow = value.get("slow")
+        if name == "t2" and (
+            slow == "always" or (slow == "once" and not _starts(value["dir"], ctx, name))
+        ):
+            record(value["dir"], ctx, name, "invoke", "start")
+            time.sleep(float(value["long"]))
+            # Not interrupted: fail the step, so that the test sees it.
+            raise AssertionError("t2 outlived the task timeout and was not interrupted")
+        return invoke(value, ctx)
+
+    timed_invoke.__name__ = f"invoke_{name}"
+    return timed_invoke, compensate
+
+
+_timeout_steps = [
+    create_step(f"{TIMEOUT}-{name}", *_timed(name), **BACKGROUND) for name in TIMEOUT_STEPS
+]
+
+
+def _run_timeout(input: dict) -> WorkflowResponse:
+    value = input
+    for step in _timeout_steps:
+        value = step(value)
+    return WorkflowResponse(value)
+
+
+create_workflow(TIMEOUT, _run_timeout, **STORE)
