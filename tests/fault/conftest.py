@@ -1,5 +1,6 @@
 """Fixtures of the fault-injection suite: the qcluster fixtures of tests/background
-with the fault workflows installed, the recovery schedule, and a private Redis."""
+with the fault workflows installed, the recovery schedule, a private Redis and the
+chain scenario."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from tests.background.conftest import qcluster as qcluster
 from workflows_app.engine import workflow_engine
 from workflows_app.sdk.registry import registry
 
-from .scenario import finish_seconds, runs_per_scenario
+from .scenario import ChainScenario, finish_seconds, runs_per_scenario
 
 REDIS_START_SECONDS = 10.0
 HERE = Path(__file__).resolve().parent
@@ -58,6 +59,19 @@ def fault_cluster(
 
     def start(**extra_env: str) -> Cluster:
         return qcluster(DJANGO_SETTINGS_MODULE="tests.fault.settings", **extra_env)
+
+    return start
+
+
+@pytest.fixture
+def chain(effects_dir: Path) -> Callable[[str], ChainScenario]:
+    """``chain(name)``: a scenario of ``FAULT_RUNS`` chain runs, started (queued for
+    whichever cluster runs now or later)."""
+
+    def start(name: str) -> ChainScenario:
+        scenario = ChainScenario(name, effects_dir)
+        scenario.start_runs()
+        return scenario
 
     return start
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import random
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.background.conftest import POLL_SECONDS, Cluster
-from tests.fault.faultapp.workflows import CHAIN_STEPS
+from tests.fault.faultapp.workflows import CHAIN, CHAIN_STEPS
 from tests.fault.ledger import Effect, Fault, Verdict, audit, read_effects
 from workflows_app.engine import workflow_engine
 from workflows_app.models import WorkflowExecution
@@ -23,6 +24,15 @@ DEFAULT_RUNS = 20
 # Seconds each step body of the chain sleeps, so that faults land inside bodies.
 CHAIN_STEP_SECONDS = 0.3
 PROGRESS_SECONDS = 120.0
+# Seconds a run may take in a scenario's deadline (``finish_seconds``).
+PER_RUN_SECONDS = 2.0
+
+# Every scenario module: real qcluster processes on PostgreSQL see committed rows only.
+SCENARIO_MARKS = [
+    pytest.mark.postgres,
+    pytest.mark.slow,
+    pytest.mark.django_db(transaction=True),
+]
 
 
 def runs_per_scenario() -> int:
@@ -95,6 +105,20 @@ class Scenario:
                     pytest.fail(f"{cluster.name} died:\n{cluster.log()[-5000:]}")
             time.sleep(POLL_SECONDS * 4)
 
+    def finish(
+        self,
+        expected_states: dict[str, int],
+        tick: Callable[[], None] | None = None,
+        live: Iterable[Cluster] = (),
+    ) -> Verdict:
+        """Drive (``tick`` every poll) until every run finished or the deadline of
+        this many runs passed, then judge them: ``assert_clean`` with the expected
+        final states."""
+        self.drive(finish_seconds(len(self.transaction_ids), PER_RUN_SECONDS), tick, live)
+        verdict = self.verdict()
+        assert_clean(verdict, expected_states)
+        return verdict
+
     def verdict(self) -> Verdict:
         verdict = audit(
             self.name,
@@ -108,6 +132,53 @@ class Scenario:
         return verdict
 
 
+class ChainScenario(Scenario):
+    """``FAULT_RUNS`` runs of the four-step chain (``CHAIN_STEP_SECONDS`` a step; every
+    fifth run fails in its last step and compensates)."""
+
+    def __init__(self, name: str, effects_dir: Path) -> None:
+        super().__init__(name, CHAIN, effects_dir)
+        self.runs = runs_per_scenario()
+
+    def start_runs(self) -> list[str]:
+        return self.start(self.runs, sleep=CHAIN_STEP_SECONDS, fail=failing)
+
+    def wait_for_progress(self, share: float, cluster: Cluster) -> None:
+        """Block until ``share`` of the chain's invoke bodies ran to their end."""
+        target = int(len(self.transaction_ids) * len(CHAIN_STEPS) * share)
+        deadline = time.monotonic() + PROGRESS_SECONDS
+        while self.ended_invokes() < target:
+            if time.monotonic() > deadline:
+                pytest.fail(f"no progress to {target} steps:\n{cluster.log()[-5000:]}")
+            time.sleep(0.1)
+
+    def ended_invokes(self) -> int:
+        return sum(1 for e in self.effects() if e.kind == "invoke" and e.event == "end")
+
+    def paced(self, inject: Callable[[random.Random], bool]) -> Callable[[], None]:
+        """A tick for ``finish_chain`` that calls ``inject`` (which says whether it
+        injected a fault) every 0.5-2 s, seeded by the run count, until a quarter of
+        the runs (at least two) faults were injected."""
+        rng = random.Random(self.runs)
+        most = max(2, self.runs // 4)
+        next_at = time.monotonic() + rng.uniform(0.5, 1.5)
+
+        def tick() -> None:
+            nonlocal next_at
+            if len(self.faults) >= most or time.monotonic() < next_at:
+                return
+            if inject(rng):
+                next_at = time.monotonic() + rng.uniform(0.5, 2.0)
+
+        return tick
+
+    def finish_chain(
+        self, tick: Callable[[], None] | None = None, live: Iterable[Cluster] = ()
+    ) -> Verdict:
+        """``finish`` expecting every run done, except the failing ones reverted."""
+        return self.finish(chain_states(self.runs), tick, live)
+
+
 def failing(number: int) -> bool:
     """Every fifth run of the chain fails in its last step and compensates."""
     return number % 5 == 4
@@ -118,20 +189,6 @@ def chain_states(runs: int) -> dict[str, int]:
     failed = sum(failing(number) for number in range(runs))
     states = {"done/COMPLETED": runs - failed, "reverted/FAILED": failed}
     return {key: count for key, count in states.items() if count}
-
-
-def wait_for_progress(scenario: Scenario, share: float, cluster: Cluster) -> None:
-    """Block until ``share`` of the chain's invoke bodies ran to their end."""
-    target = int(len(scenario.transaction_ids) * len(CHAIN_STEPS) * share)
-    deadline = time.monotonic() + PROGRESS_SECONDS
-    while ended_invokes(scenario) < target:
-        if time.monotonic() > deadline:
-            pytest.fail(f"no progress to {target} steps:\n{cluster.log()[-5000:]}")
-        time.sleep(0.1)
-
-
-def ended_invokes(scenario: Scenario) -> int:
-    return sum(1 for e in scenario.effects() if e.kind == "invoke" and e.event == "end")
 
 
 def finish_seconds(runs: int, per_run: float) -> float:

@@ -5,19 +5,13 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
 from tests.fault.faultapp.workflows import CANCEL
 from tests.fault.ledger import ends, in_flight
 from workflows_app.engine import workflow_engine
 
-from .scenario import Scenario, assert_clean, finish_seconds, runs_per_scenario
+from .scenario import SCENARIO_MARKS, Scenario, runs_per_scenario
 
-pytestmark = [
-    pytest.mark.postgres,
-    pytest.mark.slow,
-    pytest.mark.django_db(transaction=True),
-]
+pytestmark = SCENARIO_MARKS
 
 LONG_STEP_SECONDS = 3.0
 
@@ -38,10 +32,7 @@ def test_cancel_during_a_long_step(fault_cluster, effects_dir):
             workflow_engine.cancel(CANCEL, body.tx)
             scenario.fault(f"cancel of {body.tx}", [body.pid])
 
-    scenario.drive(finish_seconds(runs, 2.0), cancel_during_the_long_step, live=[cluster])
-
-    verdict = scenario.verdict()
-    assert_clean(verdict, {"reverted/CANCELED": runs})
+    scenario.finish({"reverted/CANCELED": runs}, cancel_during_the_long_step, live=[cluster])
     assert sorted(asked) == transaction_ids
     effects = scenario.effects()
     counts = ends(effects)

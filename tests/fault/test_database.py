@@ -5,29 +5,14 @@
 from __future__ import annotations
 
 import random
-import time
 
-import pytest
 from django.db import connection
 
-from tests.fault.faultapp.workflows import CHAIN
 from tests.fault.ledger import in_flight
 
-from .scenario import (
-    CHAIN_STEP_SECONDS,
-    Scenario,
-    assert_clean,
-    chain_states,
-    failing,
-    finish_seconds,
-    runs_per_scenario,
-)
+from .scenario import SCENARIO_MARKS
 
-pytestmark = [
-    pytest.mark.postgres,
-    pytest.mark.slow,
-    pytest.mark.django_db(transaction=True),
-]
+pytestmark = SCENARIO_MARKS
 
 
 def terminate_other_backends() -> int:
@@ -42,28 +27,17 @@ def terminate_other_backends() -> int:
         return cursor.fetchone()[0]
 
 
-def test_worker_database_connections_terminated_mid_run(fault_cluster, effects_dir):
-    runs = runs_per_scenario()
+def test_worker_database_connections_terminated_mid_run(fault_cluster, chain):
     cluster = fault_cluster()
-    scenario = Scenario("pg-terminate", CHAIN, effects_dir)
-    scenario.start(runs, sleep=CHAIN_STEP_SECONDS, fail=failing)
-    rng = random.Random(runs)
-    most = max(2, runs // 4)
-    next_cut = time.monotonic() + rng.uniform(0.5, 1.5)
+    scenario = chain("pg-terminate")
     terminated: list[int] = []
 
-    def cut_connections_during_a_step() -> None:
-        nonlocal next_cut
-        if len(scenario.faults) >= most or time.monotonic() < next_cut:
-            return
+    def cut_connections_during_a_step(_rng: random.Random) -> bool:
         if not in_flight(scenario.effects()):
-            return
+            return False
         terminated.append(terminate_other_backends())
         scenario.fault("pg_terminate_backend of every worker session")
-        next_cut = time.monotonic() + rng.uniform(0.5, 2.0)
+        return True
 
-    scenario.drive(finish_seconds(runs, 2.0), cut_connections_during_a_step, live=[cluster])
-
-    verdict = scenario.verdict()
-    assert_clean(verdict, chain_states(runs))
+    verdict = scenario.finish_chain(scenario.paced(cut_connections_during_a_step), live=[cluster])
     assert sum(terminated) >= 1, verdict.line()

@@ -6,29 +6,12 @@ from __future__ import annotations
 import os
 import random
 import signal
-import time
 
-import pytest
-
-from tests.fault.faultapp.workflows import CHAIN
 from tests.fault.ledger import in_flight
 
-from .scenario import (
-    CHAIN_STEP_SECONDS,
-    Scenario,
-    assert_clean,
-    chain_states,
-    failing,
-    finish_seconds,
-    runs_per_scenario,
-    wait_for_progress,
-)
+from .scenario import SCENARIO_MARKS
 
-pytestmark = [
-    pytest.mark.postgres,
-    pytest.mark.slow,
-    pytest.mark.django_db(transaction=True),
-]
+pytestmark = SCENARIO_MARKS
 
 
 def group_of(pid: int) -> int | None:
@@ -38,49 +21,33 @@ def group_of(pid: int) -> int | None:
         return None
 
 
-def test_kill_9_of_worker_children_mid_step(fault_cluster, effects_dir):
-    runs = runs_per_scenario()
+def test_kill_9_of_worker_children_mid_step(fault_cluster, chain):
     cluster = fault_cluster()
-    scenario = Scenario("kill-worker", CHAIN, effects_dir)
-    scenario.start(runs, sleep=CHAIN_STEP_SECONDS, fail=failing)
-    rng = random.Random(runs)
-    most = max(2, runs // 4)
-    next_kill = time.monotonic() + rng.uniform(0.5, 1.5)
+    scenario = chain("kill-worker")
 
-    def kill_a_busy_worker() -> None:
-        nonlocal next_kill
-        if len(scenario.faults) >= most or time.monotonic() < next_kill:
-            return
+    def kill_a_busy_worker(rng: random.Random) -> bool:
         busy = [e for e in in_flight(scenario.effects()) if group_of(e.pid) == cluster.pgid]
         if not busy:
-            return
+            return False
         victim = rng.choice(busy)
         os.kill(victim.pid, signal.SIGKILL)
         scenario.fault(f"kill -9 worker {victim.pid} in {victim.tx} {victim.step}", [victim.pid])
-        next_kill = time.monotonic() + rng.uniform(0.5, 2.0)
+        return True
 
-    scenario.drive(finish_seconds(runs, 2.0), kill_a_busy_worker, live=[cluster])
-
-    verdict = scenario.verdict()
-    assert_clean(verdict, chain_states(runs))
+    verdict = scenario.finish_chain(scenario.paced(kill_a_busy_worker), live=[cluster])
     # The faults happened, and landed inside step bodies.
     assert len(scenario.faults) >= 1, verdict.line()
     assert verdict.interrupted >= 1, verdict.line()
 
 
-def test_kill_9_of_whole_clusters_mid_run(fault_cluster, effects_dir):
-    runs = runs_per_scenario()
-    scenario = Scenario("kill-cluster", CHAIN, effects_dir)
-    scenario.start(runs, sleep=CHAIN_STEP_SECONDS, fail=failing)
+def test_kill_9_of_whole_clusters_mid_run(fault_cluster, chain):
+    scenario = chain("kill-cluster")
     cluster = fault_cluster()
     for share in (0.25, 0.5):
-        wait_for_progress(scenario, share, cluster)
+        scenario.wait_for_progress(share, cluster)
         cluster.kill()
         scenario.fault(f"kill -9 of {cluster.name}")
         cluster = fault_cluster()
 
-    scenario.drive(finish_seconds(runs, 2.0), live=[cluster])
-
-    verdict = scenario.verdict()
-    assert_clean(verdict, chain_states(runs))
-    assert len(scenario.faults) == 2
+    verdict = scenario.finish_chain(live=[cluster])
+    assert len(scenario.faults) == 2, verdict.line()

@@ -5,21 +5,15 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
 from tests.fault.faultapp.workflows import NESTED_CHILD, NESTED_PARENT
 from tests.fault.ledger import ends, in_flight
 from workflows_app.engine import workflow_engine
 from workflows_app.models import WorkflowExecution
 from workflows_app.orchestration import InvalidStepStateError, TransactionAlreadyStarted
 
-from .scenario import Scenario, assert_clean, finish_seconds, runs_per_scenario
+from .scenario import SCENARIO_MARKS, Scenario, runs_per_scenario
 
-pytestmark = [
-    pytest.mark.postgres,
-    pytest.mark.slow,
-    pytest.mark.django_db(transaction=True),
-]
+pytestmark = SCENARIO_MARKS
 
 BUSY_SECONDS = 4.0
 
@@ -54,10 +48,9 @@ def test_a_nested_child_answered_while_its_parent_is_busy(fault_cluster, effects
                 continue
             answered[parent] = time.time()
 
-    scenario.drive(finish_seconds(runs, 2.0), answer_children_of_busy_parents, live=[cluster])
-
-    verdict = scenario.verdict()
-    assert_clean(verdict, {"done/COMPLETED": runs})
+    verdict = scenario.finish(
+        {"done/COMPLETED": runs}, answer_children_of_busy_parents, live=[cluster]
+    )
     assert sorted(answered) == parents, verdict.line()
     effects = scenario.effects()
     busy_ended = {e.tx: e.at for e in effects if e.step == "busy" and e.event == "end"}
