@@ -1,19 +1,24 @@
 """Fixtures of the fault-injection suite: the qcluster fixtures of tests/background
-with the fault workflows installed, the recovery schedule, a private Redis and the
-chain scenario."""
+with the fault workflows installed, the recovery schedule, a private Redis and a
+private PostgreSQL server."""
 
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from django.core.management import call_command
+from django.db import connection
 
 from tests.background.conftest import Cluster, use_redis_broker
 from tests.background.conftest import effects_dir as effects_dir
@@ -24,6 +29,8 @@ from workflows_app.sdk.registry import registry
 from .scenario import ChainScenario, finish_seconds, runs_per_scenario
 
 REDIS_START_SECONDS = 10.0
+POSTGRES_SECONDS = 60.0
+POSTGRES_DATABASE = "wf_fault"
 HERE = Path(__file__).resolve().parent
 
 
@@ -145,3 +152,115 @@ def private_redis(
         yield server
     finally:
         server.stop()
+
+
+class PostgresServer:
+    """A PostgreSQL server of this test only (``initdb`` in a temporary directory, its
+    own port and socket directory), started and stopped with ``pg_ctl``; the shared
+    server is never touched. As root, the binaries run as the ``postgres`` user, since
+    PostgreSQL refuses to run as root."""
+
+    def __init__(self) -> None:
+        binaries = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+        if not binaries:
+            pytest.skip("no PostgreSQL server binaries in /usr/lib/postgresql/*/bin")
+        self.bin = binaries[-1].parent
+        self.directory = Path(tempfile.mkdtemp(prefix="wf-fault-pg-"))
+        self.as_postgres = os.geteuid() == 0
+        if self.as_postgres:
+            shutil.chown(self.directory, "postgres", "postgres")
+        self.data = self.directory / "data"
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+
+    def _run(self, program: str, *args: str) -> None:
+        command = [str(self.bin / program), *args]
+        if self.as_postgres:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=POSTGRES_SECONDS, check=False
+        )
+        if done.returncode:
+            pytest.fail(f"{program} {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
+
+    def init(self) -> None:
+        self._run(
+            "initdb",
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--no-sync",
+            "-E",
+            "UTF8",
+        )
+
+    def start(self) -> None:
+        # fsync off: a stop in "immediate" mode still crashes the server (WAL replay at
+        # the next start), while the machine keeps the written pages.
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -c fsync=off "
+            f"-c unix_socket_directories={self.directory}"
+        )
+        log = str(self.directory / "server.log")
+        self._run("pg_ctl", "-D", str(self.data), "-l", log, "-o", options, "-w", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        """``pg_ctl stop -m fast`` (sessions terminated, clean shutdown) or ``-m
+        immediate`` (every process quits at once; the next start replays the WAL)."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def running(self) -> bool:
+        return (self.data / "postmaster.pid").exists()
+
+    def log(self) -> str:
+        path = self.directory / "server.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def remove(self) -> None:
+        if self.running():
+            self.stop("immediate")
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+@pytest.fixture
+def private_postgres(transactional_db: None) -> Iterator[PostgresServer]:
+    """A private PostgreSQL server holding this test's database, migrated; Django's
+    connection in this process points at it until the test ends.
+
+    Request it before ``fault_cluster``: the clusters and the schedules that fixture
+    creates take the database this process uses at that moment."""
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL")
+    server = PostgresServer()
+    server.init()
+    server.start()
+    saved = dict(connection.settings_dict)
+    try:
+        with contextlib.closing(
+            connection.Database.connect(
+                host="127.0.0.1", port=server.port, user="postgres", dbname="postgres"
+            )
+        ) as raw:
+            raw.autocommit = True
+            with raw.cursor() as cursor:
+                cursor.execute(f"CREATE DATABASE {POSTGRES_DATABASE}")
+        connection.close()
+        connection.settings_dict.update(
+            HOST="127.0.0.1",
+            PORT=str(server.port),
+            NAME=POSTGRES_DATABASE,
+            USER="postgres",
+            PASSWORD="",
+        )
+        call_command("migrate", verbosity=0)
+        yield server
+    finally:
+        connection.close()
+        connection.settings_dict.clear()
+        connection.settings_dict.update(saved)
+        print(f"----- private PostgreSQL on port {server.port} -----")
+        print(server.log()[-10000:])
+        server.remove()
