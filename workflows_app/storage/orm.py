@@ -48,9 +48,10 @@ from .sql import (
     atomic_if_nested,
     delete_without_flush,
     insert_checkpoint,
+    insert_execution,
     to_datetime,
     to_ms,
-    update_without_flush,
+    update_execution,
 )
 
 logger = logging.getLogger("workflows_app")
@@ -108,31 +109,36 @@ class OrmStorage:
         payload = redact(self._mask_payload(tx.definition, tx.payload))
         tx.metadata["context"] = tx.context
         owner = new_owner()
-        row = WorkflowExecution(
-            id=new_execution_id(),
-            workflow_id=tx.workflow_id,
-            transaction_id=tx.transaction_id,
-            run_id=tx.run_id,
-            state=TransactionState.INVOKING,
-            status=AttemptStatus.RUNNING,
-            execution=self._flow(tx, redact),
-            context={"data": {"payload": payload, "invoke": {}, "compensate": {}}, "errors": []},
-            input_payload=payload,
-            started_at=now,
-            definition_hash=tx.definition.hash,
-            parent_step_idempotency_key=tx.metadata.get("parentStepIdempotencyKey", ""),
-            owner=owner,
-            lease_expires_at=now + datetime.timedelta(seconds=lease),
-            version=0,
-            created_at=now,
-            updated_at=now,
-        )
+        pk = new_execution_id()
         try:
-            atomic_if_nested(lambda: row.save(force_insert=True))
+            insert_execution(
+                {
+                    "id": pk,
+                    "workflow_id": tx.workflow_id,
+                    "transaction_id": tx.transaction_id,
+                    "run_id": tx.run_id,
+                    "state": str(TransactionState.INVOKING),
+                    "status": str(AttemptStatus.RUNNING),
+                    "execution": self._flow(tx, redact),
+                    "context": {
+                        "data": {"payload": payload, "invoke": {}, "compensate": {}},
+                        "errors": [],
+                    },
+                    "input_payload": payload,
+                    "started_at": now,
+                    "definition_hash": tx.definition.hash,
+                    "parent_step_idempotency_key": tx.metadata.get("parentStepIdempotencyKey", ""),
+                    "owner": owner,
+                    "lease_expires_at": now + datetime.timedelta(seconds=lease),
+                    "version": 0,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
         except IntegrityError:
             raise TransactionAlreadyStarted(tx.transaction_id) from None
         tx.started_at = to_ms(now)
-        tx.storage_handle = Handle(row.pk, 0, owner, lease_until=now.timestamp() + lease)
+        tx.storage_handle = Handle(pk, 0, owner, lease_until=now.timestamp() + lease)
         lease_keeper.hold(tx.storage_handle)
 
     def load(
@@ -492,12 +498,7 @@ class OrmStorage:
                     max(int((ended - started).total_seconds() * 1000), 0) if started else None
                 ),
             )
-        queryset = WorkflowExecution.objects.filter(pk=handle.pk, version=handle.version)
-        if final and async_prefix():
-            updated = update_without_flush(queryset, values)
-        else:
-            updated = queryset.update(**values)
-        if not updated:
+        if not update_execution(handle.pk, handle.version, values, flush=not final):
             raise StaleTransactionError(
                 f"Execution {handle.pk} was changed by another executor; this one stops."
             )

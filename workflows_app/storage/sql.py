@@ -1,8 +1,11 @@
 """Statements the ORM storage sends as written SQL, and the time conversions they use.
 
-A step checkpoint is written once per step, so its INSERT is precompiled; a write
-may travel with ``SET LOCAL synchronous_commit TO OFF`` in the same round trip
-(``STEP_COMMIT = "async"`` on PostgreSQL).
+The writes every stored run makes (its execution row's INSERT and UPDATEs, one step
+row per checkpoint) are precompiled on PostgreSQL: building a model instance and
+compiling the query cost more client CPU than the statement costs the server, and
+that CPU is what limits runners working at once. A write may travel with ``SET LOCAL
+synchronous_commit TO OFF`` in the same round trip (``STEP_COMMIT = "async"``).
+Other databases go through the ORM.
 """
 
 from __future__ import annotations
@@ -12,8 +15,7 @@ from collections.abc import Callable
 from functools import cache
 from typing import Any
 
-from django.db import connection, transaction
-from django.db.models import sql
+from django.db import connection, models, transaction
 
 from ..conf import workflows_settings
 from ..models import StepExecution, WorkflowExecution
@@ -85,13 +87,80 @@ def async_prefix() -> str:
     return ""
 
 
-def update_without_flush(queryset: Any, values: dict[str, Any]) -> int:
-    """``queryset.update(**values)`` behind :func:`async_prefix`."""
-    query = queryset.query.chain(sql.UpdateQuery)
-    query.add_update_values(values)
-    text, params = query.get_compiler(connection=connection).as_sql()
+@cache
+def _execution_fields() -> tuple[tuple[str, str, bool, Any], ...]:
+    """(name, column, is JSON, field) of every column of the execution table."""
+    return tuple(
+        (field.attname, field.column, isinstance(field, models.JSONField), field)
+        for field in WorkflowExecution._meta.concrete_fields
+    )
+
+
+@cache
+def _execution_json() -> frozenset[str]:
+    return frozenset(name for name, _column, is_json, _field in _execution_fields() if is_json)
+
+
+@cache
+def _execution_insert_sql() -> str:
+    fields = _execution_fields()
+    columns = ", ".join(f'"{column}"' for _name, column, _json, _field in fields)
+    values = ", ".join("%s::jsonb" if is_json else "%s" for _name, _column, is_json, _f in fields)
+    return f'INSERT INTO "{WorkflowExecution._meta.db_table}" ({columns}) VALUES ({values})'
+
+
+@cache
+def _execution_update_sql(names: tuple[str, ...]) -> str:
+    """The compare-and-set UPDATE of the execution row's ``names`` columns."""
+    json_names = _execution_json()
+    columns = {name: column for name, column, _json, _field in _execution_fields()}
+    assignments = ", ".join(
+        f'"{columns[name]}" = %s::jsonb' if name in json_names else f'"{columns[name]}" = %s'
+        for name in names
+    )
+    table = WorkflowExecution._meta.db_table
+    return f'UPDATE "{table}" SET {assignments} WHERE "id" = %s AND "version" = %s'
+
+
+def insert_execution(values: dict[str, Any]) -> None:
+    """Insert a new execution row; the columns ``values`` leaves out take their defaults.
+
+    Its commit waits for the WAL flush (no :func:`async_prefix`): the start of a run
+    is what recovery finds after a crash.
+    """
+    if connection.vendor != "postgresql":
+        row = WorkflowExecution(**values)
+        atomic_if_nested(lambda: row.save(force_insert=True))
+        return
+    params = []
+    for name, _column, is_json, field in _execution_fields():
+        value = values[name] if name in values else field.get_default()
+        params.append(codec.dumps(value) if is_json and value is not None else value)
+    text = _execution_insert_sql()
+
+    def insert() -> None:
+        with connection.cursor() as cursor:
+            cursor.execute(text, params)
+
+    atomic_if_nested(insert)
+
+
+def update_execution(pk: str, version: int, values: dict[str, Any], *, flush: bool = True) -> int:
+    """Write ``values`` to the execution ``pk`` if it is still at ``version``; the
+    count of rows updated (0: another executor changed it). Without ``flush`` the
+    write goes behind :func:`async_prefix`."""
+    if connection.vendor != "postgresql":
+        return WorkflowExecution.objects.filter(pk=pk, version=version).update(**values)
+    json_names = _execution_json()
+    names = tuple(values)
+    params = [
+        codec.dumps(value) if name in json_names and value is not None else value
+        for name, value in values.items()
+    ]
+    params += [pk, version]
+    text = _execution_update_sql(names)
     with connection.cursor() as cursor:
-        cursor.execute(async_prefix() + text, params)
+        cursor.execute((async_prefix() if not flush else "") + text, params)
         return cursor.rowcount
 
 
