@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from ..conf import workflows_settings
@@ -46,9 +46,12 @@ from .leases import Handle, give_up, lease_keeper, lease_seconds, new_owner
 from .sql import (
     async_prefix,
     atomic_if_nested,
+    claim_execution,
     delete_without_flush,
     insert_checkpoint,
     insert_execution,
+    latest_execution,
+    step_rows,
     to_datetime,
     to_ms,
     update_execution,
@@ -149,13 +152,7 @@ class OrmStorage:
         include_finished: bool = False,
         claim: bool = True,
     ) -> Transaction | None:
-        row = (
-            WorkflowExecution.objects.filter(
-                workflow_id=definition.workflow_id, transaction_id=transaction_id
-            )
-            .order_by("-created_at", "-id")
-            .first()
-        )
+        row = latest_execution(definition.workflow_id, transaction_id)
         if row is None:
             return None
         finished = row.state in FINISHED_STATES
@@ -168,12 +165,7 @@ class OrmStorage:
             now = timezone.now()
             until = now + datetime.timedelta(seconds=lease_seconds())
             owner = new_owner()
-            claimed = (
-                WorkflowExecution.objects.filter(pk=row.pk, version=row.version)
-                .filter(Q(owner="") | Q(lease_expires_at__lt=now))
-                .update(owner=owner, lease_expires_at=until, version=F("version") + 1)
-            )
-            if not claimed:
+            if not claim_execution(row.pk, row.version, owner, until, expired_before=now):
                 raise TransactionAlreadyStarted(transaction_id)
             version += 1
             lease_until = until.timestamp()
@@ -192,11 +184,8 @@ class OrmStorage:
         lease = lease_seconds()
         until = timezone.now() + datetime.timedelta(seconds=lease)
         owner = new_owner()
-        held = Q(owner=dead_owner) if dead_owner else Q(owner="") | Q(lease_expires_at__lt=now)
-        claimed = (
-            WorkflowExecution.objects.filter(pk=row.pk, version=row.version)
-            .filter(held)
-            .update(owner=owner, lease_expires_at=until, version=F("version") + 1)
+        claimed = claim_execution(
+            row.pk, row.version, owner, until, expired_before=now, dead_owner=dead_owner
         )
         if not claimed:
             return None
@@ -274,33 +263,33 @@ class OrmStorage:
         # attempts of the loop step, so they stay out of the replay; the loop reads
         # them from ``tx.iteration_records`` to skip the iterations already done.
         iterations: list[AttemptRecord] = []
-        for step in row.step_executions.all().order_by("id"):
-            node = by_path.get(step.step_path)
+        for step in step_rows(row.pk):
+            node = by_path.get(step["step_path"])
             if node is None:
                 continue
-            key = (node.index, step.handler_type, step.attempt)
+            key = (node.index, step["handler_type"], step["attempt"])
             record = AttemptRecord(
                 step_index=node.index,
-                step_id=step.step_id,
-                step_path=step.step_path,
-                handler_type=step.handler_type,
-                attempt=step.attempt,
-                status=step.status,
-                input=step.input,
-                output=step.output,
-                compensate_input=step.compensate_input,
-                error=step.error,
-                started_at=to_ms(step.started_at),
-                ended_at=to_ms(step.ended_at),
-                operation=step.operation,
-                iteration=step.iteration,
-                total_items=step.total_items,
+                step_id=step["step_id"],
+                step_path=step["step_path"],
+                handler_type=step["handler_type"],
+                attempt=step["attempt"],
+                status=step["status"],
+                input=step["input"],
+                output=step["output"],
+                compensate_input=step["compensate_input"],
+                error=step["error"],
+                started_at=to_ms(step["started_at"]),
+                ended_at=to_ms(step["ended_at"]),
+                operation=step["operation"],
+                iteration=step["iteration"],
+                total_items=step["total_items"],
             )
-            if step.iteration:
+            if step["iteration"]:
                 iterations.append(record)
                 continue
             replay[key] = record
-            if step.status == AttemptStatus.WAITING:
+            if step["status"] == AttemptStatus.WAITING:
                 handle.waiting.add(key)
         tx.replay = replay
         tx.iteration_records = iterations

@@ -16,6 +16,7 @@ from functools import cache
 from typing import Any
 
 from django.db import connection, models, transaction
+from django.db.models import F, Q
 
 from ..conf import workflows_settings
 from ..models import StepExecution, WorkflowExecution
@@ -211,3 +212,103 @@ def insert_checkpoint(values: dict[str, Any]) -> None:
         return
     with connection.cursor() as cursor:
         cursor.execute(async_prefix() + text, params)
+
+
+@cache
+def _latest_execution_sql() -> str:
+    columns = ", ".join(f'"{column}"' for _name, column, _json, _field in _execution_fields())
+    return (
+        f'SELECT {columns} FROM "{WorkflowExecution._meta.db_table}" '
+        'WHERE "workflow_id" = %s AND "transaction_id" = %s '
+        'ORDER BY "created_at" DESC, "id" DESC LIMIT 1'
+    )
+
+
+def latest_execution(workflow_id: str, transaction_id: str) -> WorkflowExecution | None:
+    """The newest execution row of a transaction (a resume reads it once per task)."""
+    if connection.vendor != "postgresql":
+        return (
+            WorkflowExecution.objects.filter(workflow_id=workflow_id, transaction_id=transaction_id)
+            .order_by("-created_at", "-id")
+            .first()
+        )
+    with connection.cursor() as cursor:
+        cursor.execute(_latest_execution_sql(), [workflow_id, transaction_id])
+        found = cursor.fetchone()
+    if found is None:
+        return None
+    fields = _execution_fields()
+    values = [
+        codec.loads(value) if is_json and value is not None else value
+        for value, (_name, _column, is_json, _field) in zip(found, fields, strict=True)
+    ]
+    return WorkflowExecution.from_db(
+        connection.alias, [name for name, _column, _json, _field in fields], values
+    )
+
+
+def claim_execution(
+    pk: str,
+    version: int,
+    owner: str,
+    until: datetime.datetime,
+    *,
+    expired_before: datetime.datetime | None = None,
+    dead_owner: str | None = None,
+) -> int:
+    """Take the lease of execution ``pk`` at ``version`` for ``owner`` until ``until``
+    (and move its version on) if nobody holds it, its lease expired before
+    ``expired_before``, or ``dead_owner`` holds it; the count of rows claimed."""
+    if connection.vendor != "postgresql":
+        free = Q(owner="") | Q(lease_expires_at__lt=expired_before)
+        runs = WorkflowExecution.objects.filter(Q(owner=dead_owner) if dead_owner else free)
+        return runs.filter(pk=pk, version=version).update(
+            owner=owner, lease_expires_at=until, version=F("version") + 1
+        )
+    table = WorkflowExecution._meta.db_table
+    if dead_owner:
+        held, held_params = '"owner" = %s', [dead_owner]
+    else:
+        held, held_params = '("owner" = \'\' OR "lease_expires_at" < %s)', [expired_before]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f'UPDATE "{table}" SET "owner" = %s, "lease_expires_at" = %s, '
+            f'"version" = "version" + 1 WHERE "id" = %s AND "version" = %s AND {held}',
+            [owner, until, pk, version, *held_params],
+        )
+        return cursor.rowcount
+
+
+# What a rebuild replays: the step row's columns but the ones only the log shows.
+STEP_REPLAY_COLUMNS = tuple(
+    name
+    for name in STEP_COLUMNS
+    if name not in {"execution_id", "step_name", "duration_ms", "task_id", "worker"}
+)
+
+
+@cache
+def _step_rows_sql() -> str:
+    meta = StepExecution._meta
+    columns = ", ".join(f'"{meta.get_field(name).column}"' for name in STEP_REPLAY_COLUMNS)
+    table = meta.db_table
+    return f'SELECT {columns} FROM "{table}" WHERE "execution_id" = %s ORDER BY "id"'
+
+
+def step_rows(pk: str) -> list[dict[str, Any]]:
+    """The step rows of execution ``pk`` in the order they were written, as dicts of
+    :data:`STEP_REPLAY_COLUMNS` (what a rebuild replays)."""
+    if connection.vendor != "postgresql":
+        rows = StepExecution.objects.filter(execution_id=pk).order_by("id")
+        return list(rows.values(*STEP_REPLAY_COLUMNS))
+    with connection.cursor() as cursor:
+        cursor.execute(_step_rows_sql(), [pk])
+        found = cursor.fetchall()
+    rows = []
+    for values in found:
+        row = dict(zip(STEP_REPLAY_COLUMNS, values, strict=True))
+        for name in _STEP_JSON:
+            if row[name] is not None:
+                row[name] = codec.loads(row[name])
+        rows.append(row)
+    return rows
