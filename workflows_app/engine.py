@@ -19,7 +19,6 @@ from django.utils import timezone
 from . import redaction
 from .models import WorkflowExecution
 from .orchestration import (
-    StepResponse,
     Transaction,
     TransactionAlreadyStarted,
     TransactionNotFound,
@@ -32,6 +31,8 @@ from .orchestration import (
 from .sdk import RunResult, Workflow, get_workflow, list_workflows
 from .sdk.workflows import EVENT_NAMES, resume_transaction
 from .step_address import StepAddress, TransactionFinishedError, UnknownStepError
+from .storage import answers
+from .storage.answers import Answer
 
 logger = logging.getLogger("workflows_app")
 
@@ -178,13 +179,15 @@ class WorkflowEngine:
 
         ``address`` is a :class:`StepAddress` or an idempotency key; or give its parts
         (``workflow_id``, ``transaction_id``, ``step_id``, ``action``) as keywords.
+        When another worker or thread holds the run, the answer is recorded and applied
+        when the run is free: the call returns at once with
+        ``acknowledgement["answer_recorded"]`` (see :mod:`workflows_app.storage.answers`).
         """
-        value = response if compensate_input is None else StepResponse(response, compensate_input)
-        return self._on_waiting_step(
-            StepAddress.of(address, **parts),
-            "set step success",
-            lambda tx, at: orchestrator.set_step_success(tx, at.step_id, at.action, value),
+        at = StepAddress.of(address, **parts)
+        answer = Answer(
+            at.step_id, at.action, answers.SUCCESS, response, compensate_input=compensate_input
         )
+        return self._on_waiting_step(at, "set step success", answer=answer)
 
     def set_step_failure(
         self,
@@ -194,25 +197,23 @@ class WorkflowEngine:
         force_permanent_failure: bool = False,
         **parts: str,
     ) -> RunResult:
-        """Fail a step waiting for a response (its retries apply unless forced)."""
-        return self._on_waiting_step(
-            StepAddress.of(address, **parts),
-            "set step failure",
-            lambda tx, at: orchestrator.set_step_failure(
-                tx,
-                at.step_id,
-                at.action,
-                error or {"message": "Step failed"},
-                force_permanent_failure,
-            ),
+        """Fail a step waiting for a response (its retries apply unless forced); recorded
+        like :meth:`set_step_success` when another process holds the run."""
+        at = StepAddress.of(address, **parts)
+        answer = Answer(
+            at.step_id,
+            at.action,
+            answers.FAILURE,
+            error=error,
+            force_permanent_failure=force_permanent_failure,
         )
+        return self._on_waiting_step(at, "set step failure", answer=answer)
 
     def retry_step(self, address: StepAddress | str | None = None, **parts: str) -> RunResult:
         """Invoke a step that is waiting for a response once more."""
+        at = StepAddress.of(address, **parts)
         return self._on_waiting_step(
-            StepAddress.of(address, **parts),
-            "retry step",
-            lambda tx, at: orchestrator.retry_step(tx, at.step_id, at.action),
+            at, "retry step", lambda tx: orchestrator.retry_step(tx, at.step_id, at.action)
         )
 
     def cancel(self, workflow_id: str, transaction_id: str) -> RunResult:
@@ -460,24 +461,54 @@ class WorkflowEngine:
         self,
         address: StepAddress,
         what: str,
-        command: Callable[[Transaction, StepAddress], Any],
+        command: Callable[[Transaction], Any] | None = None,
+        answer: Answer | None = None,
     ) -> RunResult:
         """The one path of the step commands: check that the addressed step waits,
-        take the transaction over, apply ``command`` and report."""
+        take the transaction over, apply ``command`` (or ``answer``) and report. An
+        answer recorded earlier goes first; an answer for a run held elsewhere is
+        recorded."""
         workflow = get_workflow(address.workflow_id)
         if address.step_id not in workflow.definition.by_action:
             raise UnknownStepError(f"Workflow {workflow.name} has no step {address.step_id!r}.")
-        peeked = runtime.storage.peek(workflow.definition, address.transaction_id)
-        if peeked is None:
-            raise self._not_running(address)
-        orchestrator.check_waiting(peeked, address.step_id, address.action, what)
-        tx = runtime.storage.load(workflow.definition, address.transaction_id)
+        # Each round but the last applies one answer recorded earlier.
+        for _round in range(len(workflow.definition.nodes) + 1):
+            peeked = runtime.storage.peek(workflow.definition, address.transaction_id)
+            if peeked is None:
+                raise self._not_running(address)
+            orchestrator.check_waiting(peeked, address.step_id, address.action, what)
+            try:
+                tx = runtime.storage.load(workflow.definition, address.transaction_id)
+            except TransactionAlreadyStarted:
+                if answer is None:
+                    raise
+                return self._record_answer(workflow, address, answer, what)
+            if tx is None:
+                raise self._not_running(address)
+            tx.events = self._events(tx, None)
+            with released_on_error(tx):
+                if answers.apply_first(tx):
+                    continue
+                if answer is not None:
+                    answer.apply(tx)
+                else:
+                    command(tx)
+            return self._result(workflow, tx, throw_on_error=False)
+        raise TransactionAlreadyStarted(address.transaction_id)
+
+    def _record_answer(
+        self, workflow: Workflow, address: StepAddress, answer: Answer, what: str
+    ) -> RunResult:
+        """Record an answer for a run held elsewhere (applied at once if it was freed)."""
+        tx, recorded = answers.submit(
+            workflow.definition, address.transaction_id, answer, what, self._attach_events
+        )
         if tx is None:
             raise self._not_running(address)
-        tx.events = self._events(tx, None)
-        with released_on_error(tx):
-            command(tx, address)
-        return self._result(workflow, tx, throw_on_error=False)
+        result = self._result(workflow, tx, throw_on_error=False)
+        if recorded:
+            result.acknowledgement["answer_recorded"] = True
+        return result
 
     def _not_running(self, address: StepAddress) -> WorkflowsError:
         """Conflict when the transaction is stored but finished, else not found."""

@@ -59,6 +59,15 @@ class WorkflowExecutionQuerySet(models.QuerySet):
         applied: the recovery sweep takes them and compensates."""
         return self.unfinished().filter(cancel_requested_at__isnull=False, owner="")
 
+    def answer_pending(self) -> WorkflowExecutionQuerySet:
+        """Unfinished runs released with an answer recorded while they were held and
+        not applied yet (their holder stopped first): the recovery sweep applies it."""
+        attempts = self.model._meta.get_field("step_executions").related_model
+        recorded = attempts.objects.filter(
+            execution=OuterRef("pk"), status=WAITING, answered_at__isnull=False
+        )
+        return self.unfinished().filter(Exists(recorded), owner="")
+
     def held_on_host(self, host: str, now: datetime.datetime) -> WorkflowExecutionQuerySet:
         """Unfinished runs leased, until after ``now``, by a process of ``host``."""
         return self.unfinished().filter(owner__startswith=host + ":", lease_expires_at__gte=now)

@@ -425,6 +425,31 @@ class StepExecution(models.Model):
         default="",
         help_text=_('"host:pid" of the process that ran the attempt.'),
     )
+    answer_kind = models.CharField(
+        _("answer kind"),
+        max_length=16,
+        blank=True,
+        default="",
+        # The hot path's hand-written step-row INSERT leaves this column out.
+        db_default="",
+        help_text=_(
+            '"success" or "failure": an answer given while another process held the run, '
+            "applied when the run is free."
+        ),
+    )
+    answer = models.JSONField(
+        _("answer"),
+        encoder=codec.Encoder,
+        null=True,
+        blank=True,
+        help_text=_("The recorded answer's response or error; cleared once applied."),
+    )
+    answered_at = models.DateTimeField(
+        _("answered at"),
+        null=True,
+        blank=True,
+        help_text=_("When the recorded answer arrived."),
+    )
 
     class Meta:
         db_table = "workflow_step_execution"
@@ -445,6 +470,12 @@ class StepExecution(models.Model):
                 fields=["execution"],
                 condition=Q(status=StepLogStatus.WAITING),
                 name="wf_step_waiting_idx",
+            ),
+            # Answers recorded while the run was held and not applied yet (recovery).
+            models.Index(
+                fields=["execution"],
+                condition=Q(status=StepLogStatus.WAITING, answered_at__isnull=False),
+                name="wf_step_answer_pending_idx",
             ),
         ]
 

@@ -45,6 +45,8 @@ class Handle:
     cancel_requested: bool = False
     cancel_checked: float = field(default_factory=time.monotonic)
     waiting: set = field(default_factory=set)
+    #: Answers recorded while another process held the run (``answers``), oldest first.
+    answers: list = field(default_factory=list)
     buffer: list = field(default_factory=list)
 
 

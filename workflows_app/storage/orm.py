@@ -41,6 +41,7 @@ from ..orchestration import (
 from ..redaction import RunRedactor, for_run, mask_sensitive
 from ..status import FINISHED_STATES
 from ..worker import current_task_id, process_label
+from .answers import Answer, after_release
 from .cancels import cancel_requested, request_cancel
 from .leases import Handle, give_up, lease_keeper, lease_seconds, new_owner
 from .sql import (
@@ -291,6 +292,9 @@ class OrmStorage:
             replay[key] = record
             if step["status"] == AttemptStatus.WAITING:
                 handle.waiting.add(key)
+                if step.answered_at is not None:
+                    handle.answers.append(Answer.from_row(step))
+        handle.answers.sort(key=lambda answer: answer.at)
         tx.replay = replay
         tx.iteration_records = iterations
         steps_json = flow.get("steps") or {}
@@ -342,7 +346,7 @@ class OrmStorage:
                 handler_type=record.handler_type,
                 attempt=record.attempt,
                 iteration=record.iteration,
-            ).update(**values)
+            ).update(**values, answer=None)
             handle.waiting.discard(key)
         else:
             values.update(
@@ -392,6 +396,8 @@ class OrmStorage:
         self._flush(tx)
         if then is None:
             self._write(tx, release=True, wake_at=tx.wake_at)
+            if tx.storage_handle.waiting:
+                after_release(tx)
             return
         if getattr(runtime.scheduler, "transactional", False):
             with transaction.atomic():

@@ -2,8 +2,8 @@
 
 A sweep takes the unfinished runs whose lease (or hand-over deadline) expired, those
 held by a process of this machine that no longer exists, and those released with a
-cancel request, rebuilds each from its step rows and continues it (or compensates
-it, when canceled).
+cancel request or an answer not yet applied, rebuilds each from its step rows and
+continues it (applying the answer first, or compensating it, when canceled).
 
 Poison runs: a run whose recovery keeps failing with the same error ends failed. Each
 failed recovery is counted on the run's row with its error; the same error
@@ -43,6 +43,7 @@ from ..orchestration import (
 from ..orchestration.states import Operation
 from ..sdk import get_workflow
 from ..status import UNFINISHED_STATES, ExecutionStatus, StepLogStatus, TransactionState
+from .answers import apply_first
 from .leases import lease_seconds
 from .orm import retention_for
 
@@ -185,10 +186,12 @@ def recover(
     if dead:
         rows += list(WorkflowExecution.objects.filter(pk__in=dead))
     recovered = complete_waiting_parents(limit, now if hand_over else None)
-    seen = {row.pk for row in rows}
-    rows += [
-        row for row in WorkflowExecution.objects.cancel_pending()[:limit] if row.pk not in seen
-    ]
+    for pending in (
+        WorkflowExecution.objects.cancel_pending(),
+        WorkflowExecution.objects.answer_pending(),
+    ):
+        seen = {row.pk for row in rows}
+        rows += [row for row in pending[:limit] if row.pk not in seen]
     for row in rows:
         try:
             workflow = get_workflow(row.workflow_id)
@@ -212,7 +215,8 @@ def recover(
                 continue
             prepare(tx)
             tx.in_background = True
-            orchestrator.execute(tx)
+            if not apply_first(tx):
+                orchestrator.execute(tx)
         except runtime.releasing() as exc:
             logger.exception("Recovering %s failed", row.pk)
             if tx is not None:
