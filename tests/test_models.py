@@ -289,6 +289,9 @@ def test_the_tables_have_exactly_the_named_indexes():
     assert execution["workflow_execution_run_unique"]["unique"]
     assert execution["workflow_execution_one_unfinished"]["unique"]
     # The FK has no index of its own: the attempt unique constraint starts with it.
-    assert {name for name, info in steps.items() if info["index"]} == {"wf_step_waiting_idx"}
+    assert {name for name, info in steps.items() if info["index"]} == {
+        "wf_step_waiting_idx",
+        "wf_step_answer_pending_idx",
+    }
     assert steps["wf_step_attempt_unique"]["columns"][0] == "execution_id"
     assert steps["wf_step_attempt_unique"]["unique"]

@@ -378,6 +378,18 @@ class WorkflowExecutionAdmin(ReadOnlyAdmin):
                 messages.WARNING,
             )
             return result
+        if result.acknowledgement and result.acknowledgement.get("answer_recorded"):
+            self.log_change(request, obj, f"{success}: answer recorded (state: {state})")
+            self.message_user(
+                request,
+                _(
+                    "%(what)s: answer recorded. Another worker is executing the "
+                    "transaction; the answer applies when the run is free."
+                )
+                % {"what": success},
+                messages.WARNING,
+            )
+            return result
         self.log_change(request, obj, f"{success} (state: {state})")
         self.message_user(
             request,

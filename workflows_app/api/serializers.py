@@ -95,6 +95,13 @@ class AcknowledgementSerializer(serializers.Serializer):
     has_finished = serializers.BooleanField()
     has_failed = serializers.BooleanField()
     state = serializers.CharField(help_text=_("Transaction state after the call."))
+    answer_recorded = serializers.BooleanField(
+        required=False,
+        help_text=_(
+            "Present (true) when another worker holds the run: the step's answer is "
+            "recorded and applied when the run is free."
+        ),
+    )
 
 
 class ErrorDetailSerializer(serializers.Serializer):

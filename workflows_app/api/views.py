@@ -161,11 +161,16 @@ def action_response(res: RunResult) -> Response:
 
 
 def step_command(command: Any, address: StepAddress, **arguments: Any) -> Response:
-    """Run an engine step command; a step the workflow lacks is a field error."""
+    """Run an engine step command; a step the workflow lacks is a field error. An
+    answer recorded for a run another worker holds is a 202, as a requested cancel."""
     try:
-        return action_response(command(address, **arguments))
+        res = command(address, **arguments)
     except UnknownStepError as exc:
         raise ValidationError({"step_id": [str(exc)]}) from None
+    response = action_response(res)
+    if res.acknowledgement.get("answer_recorded"):
+        response.status_code = status.HTTP_202_ACCEPTED
+    return response
 
 
 # Definitions
@@ -264,11 +269,21 @@ class WorkflowViewSet(WorkflowsAPIMixin, viewsets.ViewSet):
         summary="Complete a waiting step",
         description=(
             "Sets the response of a step waiting for one (an async step) and continues "
-            "the transaction. `409` when the step is not waiting or the transaction has "
-            "finished."
+            "the transaction: `200`. When another worker executes the run, the answer is "
+            "recorded and the answer is `202` with the execution "
+            "(`acknowledgement.answer_recorded`): it is applied when the run is free. "
+            "`409` when the step is not waiting, was already answered or the transaction "
+            "has finished."
         ),
         request=StepSuccessSerializer,
-        responses={200: ActionResultSerializer, 400: ERROR, 404: ERROR, 409: ERROR, **AUTH_ERRORS},
+        responses={
+            200: ActionResultSerializer,
+            202: ActionResultSerializer,
+            400: ERROR,
+            404: ERROR,
+            409: ERROR,
+            **AUTH_ERRORS,
+        },
     )
     @action(detail=True, methods=["post"], url_path="steps/success", url_name="step-success")
     def step_success(self, request, workflow_id: str):
@@ -279,10 +294,19 @@ class WorkflowViewSet(WorkflowsAPIMixin, viewsets.ViewSet):
         summary="Fail a waiting step",
         description=(
             "Fails a step waiting for a response; its retries apply unless "
-            "`force_permanent_failure`. The error is `error`, else `response`."
+            "`force_permanent_failure`. The error is `error`, else `response`. `202` "
+            "when another worker executes the run: the failure is recorded and applied "
+            "when the run is free, as for `steps/success`."
         ),
         request=StepFailureSerializer,
-        responses={200: ActionResultSerializer, 400: ERROR, 404: ERROR, 409: ERROR, **AUTH_ERRORS},
+        responses={
+            200: ActionResultSerializer,
+            202: ActionResultSerializer,
+            400: ERROR,
+            404: ERROR,
+            409: ERROR,
+            **AUTH_ERRORS,
+        },
     )
     @action(detail=True, methods=["post"], url_path="steps/failure", url_name="step-failure")
     def step_failure(self, request, workflow_id: str):
