@@ -184,9 +184,7 @@ class WorkflowEngine:
         ``acknowledgement["answer_recorded"]`` (see :mod:`workflows_app.storage.answers`).
         """
         at = StepAddress.of(address, **parts)
-        answer = Answer(
-            at.step_id, at.action, answers.SUCCESS, response, compensate_input=compensate_input
-        )
+        answer = Answer(at.step_id, at.action, answers.SUCCESS, response, compensate_input)
         return self._on_waiting_step(at, "set step success", answer=answer)
 
     def set_step_failure(
@@ -200,13 +198,7 @@ class WorkflowEngine:
         """Fail a step waiting for a response (its retries apply unless forced); recorded
         like :meth:`set_step_success` when another process holds the run."""
         at = StepAddress.of(address, **parts)
-        answer = Answer(
-            at.step_id,
-            at.action,
-            answers.FAILURE,
-            error=error,
-            force_permanent_failure=force_permanent_failure,
-        )
+        answer = Answer.failure(at.step_id, at.action, error, force_permanent_failure)
         return self._on_waiting_step(at, "set step failure", answer=answer)
 
     def retry_step(self, address: StepAddress | str | None = None, **parts: str) -> RunResult:
@@ -489,10 +481,15 @@ class WorkflowEngine:
             with released_on_error(tx):
                 if answers.apply_first(tx):
                     continue
-                if answer is not None:
+                if answer is None:
+                    command(tx)
+                elif answers.record(address.workflow_id, address.transaction_id, answer):
+                    # On the row first: a concurrent answer now finds the step answered.
                     answer.apply(tx)
                 else:
-                    command(tx)
+                    # Another process recorded one since the load: release, it goes first.
+                    orchestrator.execute(tx)
+                    continue
             return self._result(workflow, tx, throw_on_error=False)
         raise TransactionAlreadyStarted(address.transaction_id)
 

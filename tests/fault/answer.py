@@ -4,8 +4,9 @@ Usage: ``python -m tests.fault.answer <name> <plan.json> <out.txt>`` with
 ``DJANGO_SETTINGS_MODULE``, ``DATABASE_URL`` and ``PYTHONPATH`` set by the test. The
 process waits (at most a minute) for the plan, a JSON list of ``[time, workflow_id,
 transaction_id, step_id]``; at each time it calls ``set_step_success`` with
-``{"by": <name>}`` and appends ``<transaction_id> <ok|ErrorClass> <time>`` to the out
-file. Two such processes given the same plan answer every step at the same moment.
+``{"by": <name>}`` and appends ``<transaction_id> <ok|recorded|ErrorClass> <time>`` to
+the out file ("recorded": another process held the run, the answer waits on its row).
+Two such processes given the same plan answer every step at the same moment.
 """
 
 from __future__ import annotations
@@ -34,13 +35,13 @@ def main() -> int:
     for moment, workflow_id, transaction_id, step_id in json.loads(plan_path.read_text()):
         time.sleep(max(0.0, moment - time.time()))
         try:
-            workflow_engine.set_step_success(
+            result = workflow_engine.set_step_success(
                 workflow_id=workflow_id,
                 transaction_id=transaction_id,
                 step_id=step_id,
                 response={"by": name},
             )
-            outcome = "ok"
+            outcome = "recorded" if result.acknowledgement.get("answer_recorded") else "ok"
         except Exception as exc:
             outcome = type(exc).__name__
         with out_path.open("a") as out:

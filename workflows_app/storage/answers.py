@@ -63,6 +63,10 @@ class Answer:
     row: int | None = None
     at: datetime.datetime | None = None
 
+    @classmethod
+    def failure(cls, step_id: str, action: str, error: Any, permanent: bool = False) -> Answer:
+        return cls(step_id, action, FAILURE, error=error, force_permanent_failure=permanent)
+
     def apply(self, tx: Transaction) -> Transaction:
         """Give the answer to the run ``tx`` held by this process, and continue it."""
         if self.kind == SUCCESS:

@@ -35,6 +35,8 @@ CANCEL = "fault-cancel"
 CANCEL_STEPS = ("c1", "c2", "c3")
 APPROVE = "fault-approve"
 APPROVE_STEPS = ("a1", "approve", "a2")
+APPROVE_BUSY = "fault-approve-busy"
+APPROVE_BUSY_STEPS = ("answer", "hold", "close")
 
 EFFECTS_FILE = "effects.txt"
 BACKGROUND = {"async_": True, "background_execution": True}
@@ -202,3 +204,36 @@ def _run_timeout(input: dict) -> WorkflowResponse:
 
 
 create_workflow(TIMEOUT, _run_timeout, **STORE)
+
+
+# fault-approve-busy: "answer" waits beside "hold"; "hold" fails at once on its first
+# attempt, so that its retry (a long one, input["long"] seconds) keeps the worker busy
+# with the run while "answer" waits; "close" runs after both.
+
+_answer_invoke, _answer_compensate = _body("answer", waits=True)
+_answer = create_step(f"{APPROVE_BUSY}-answer", _answer_invoke, _answer_compensate, async_=True)
+
+
+def _hold_invoke(value: dict, ctx: Any) -> StepResponse:
+    if ctx.attempt == 1:
+        # Before any side effect: the ledger sees one body of "hold" per run.
+        raise RuntimeError("hold fails once, so that its retry starts after answer waits")
+    record(value["dir"], ctx, "hold", "invoke", "start")
+    time.sleep(float(value.get("long", 0)))
+    record(value["dir"], ctx, "hold", "invoke", "end")
+    return StepResponse("held", {"dir": value["dir"]})
+
+
+_hold = create_step(
+    f"{APPROVE_BUSY}-hold", _hold_invoke, _body("hold")[1], max_retries=1, **BACKGROUND
+)
+_close_invoke, _close_compensate = _body("close")
+_close = create_step(f"{APPROVE_BUSY}-close", _close_invoke, _close_compensate, **BACKGROUND)
+
+
+def _run_approve_busy(input: dict) -> WorkflowResponse:
+    answered, held = parallelize(_answer(input), _hold(input))
+    return WorkflowResponse(_close({"dir": input["dir"], "answer": answered, "hold": held}))
+
+
+create_workflow(APPROVE_BUSY, _run_approve_busy, **STORE)
