@@ -98,18 +98,19 @@ class Answer:
         return data
 
     @classmethod
-    def from_row(cls, step: StepExecution) -> Answer:
-        data = step.answer if isinstance(step.answer, dict) else {}
+    def from_row(cls, step: dict[str, Any]) -> Answer:
+        """From a step row's values (``id``, ``step_id``, ``handler_type`` and the answer)."""
+        data = step["answer"] if isinstance(step["answer"], dict) else {}
         return cls(
-            step.step_id,
-            step.handler_type,
-            step.answer_kind,
+            step["step_id"],
+            step["handler_type"],
+            step["answer_kind"],
             response=data.get("response"),
             compensate_input=data.get("compensate_input"),
             error=data.get("error"),
             force_permanent_failure=bool(data.get("force_permanent_failure")),
-            row=step.pk,
-            at=step.answered_at,
+            row=step["id"],
+            at=step["answered_at"],
         )
 
 

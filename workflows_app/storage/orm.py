@@ -292,7 +292,7 @@ class OrmStorage:
             replay[key] = record
             if step["status"] == AttemptStatus.WAITING:
                 handle.waiting.add(key)
-                if step.answered_at is not None:
+                if step["answered_at"] is not None:
                     handle.answers.append(Answer.from_row(step))
         handle.answers.sort(key=lambda answer: answer.at)
         tx.replay = replay

@@ -279,12 +279,20 @@ def claim_execution(
         return cursor.rowcount
 
 
-# What a rebuild replays: the step row's columns but the ones only the log shows.
-STEP_REPLAY_COLUMNS = tuple(
-    name
-    for name in STEP_COLUMNS
-    if name not in {"execution_id", "step_name", "duration_ms", "task_id", "worker"}
+# What a rebuild replays: the step row's columns but the ones only the log shows, and
+# an answer recorded while the run was held elsewhere (``answers``).
+STEP_REPLAY_COLUMNS = (
+    *(
+        name
+        for name in STEP_COLUMNS
+        if name not in {"execution_id", "step_name", "duration_ms", "task_id", "worker"}
+    ),
+    "id",
+    "answer_kind",
+    "answer",
+    "answered_at",
 )
+_REPLAY_JSON = _STEP_JSON | {"answer"}
 
 
 @cache
@@ -307,7 +315,7 @@ def step_rows(pk: str) -> list[dict[str, Any]]:
     rows = []
     for values in found:
         row = dict(zip(STEP_REPLAY_COLUMNS, values, strict=True))
-        for name in _STEP_JSON:
+        for name in _REPLAY_JSON:
             if row[name] is not None:
                 row[name] = codec.loads(row[name])
         rows.append(row)
