@@ -26,7 +26,6 @@ import os
 import socket
 import traceback
 from collections.abc import Callable
-from contextlib import nullcontext
 
 from django.db import DatabaseError, InterfaceError, OperationalError, transaction
 from django.db.models import F, Q, QuerySet
@@ -146,29 +145,63 @@ def note_resume_success(workflow_id: str, transaction_id: str) -> None:
     ).update(recovery_failures=0, recovery_error="")
 
 
-def queue_resume(row: WorkflowExecution, now: datetime.datetime, dead_owner: str | None) -> bool:
-    """Queue a resume task for ``row`` without running or rebuilding it here.
+def queue_resumes(
+    rows: list[WorkflowExecution], now: datetime.datetime, dead_owners: set[str]
+) -> int:
+    """Hand ``rows`` over to the workers without running or rebuilding them here;
+    returns how many were queued.
 
-    The row is taken with a compare-and-set (as a claim) and released at once with a
-    deadline of a lease, in the database transaction that queues the task when the
-    broker is transactional: a lost task is recovered again after the deadline, and
-    a sweep meanwhile does not queue it twice. ``False`` when someone else took it.
+    The runs still free to take (lease expired before ``now``, released without a
+    deadline, or held by a process known to be gone) are locked and released at
+    once with a deadline of a lease (and a new version, so a stalled former holder
+    can write nothing more), all in one statement; a resume task is queued per
+    run, in the same database transaction when the broker is transactional. A lost
+    task is made up for after the deadline, and no sweep queues the run again
+    before. With Redis or the immediate backend the tasks are sent after the
+    commit, one by one (the immediate backend runs them here).
     """
-    if dead_owner:
-        held = Q(owner=dead_owner)
-    else:
-        held = Q(lease_expires_at__lt=now) | Q(owner="", lease_expires_at__isnull=True)
+    held = Q(lease_expires_at__lt=now) | Q(owner="", lease_expires_at__isnull=True)
+    if dead_owners:
+        held |= Q(owner__in=dead_owners)
     deadline = timezone.now() + datetime.timedelta(seconds=lease_seconds())
     scheduler = runtime.scheduler
-    with transaction.atomic() if getattr(scheduler, "transactional", False) else nullcontext():
-        taken = (
-            WorkflowExecution.objects.filter(pk=row.pk, version=row.version)
+
+    def take() -> list[tuple[str, str]]:
+        free = (
+            WorkflowExecution.objects.unfinished()
+            .filter(pk__in=[row.pk for row in rows])
             .filter(held)
-            .update(owner="", lease_expires_at=deadline, version=F("version") + 1)
+            .select_for_update(skip_locked=True)
         )
-        if taken:
-            scheduler.enqueue(row.workflow_id, row.transaction_id)
-    return bool(taken)
+        taken = list(free.values_list("pk", "workflow_id", "transaction_id"))
+        WorkflowExecution.objects.filter(pk__in=[pk for pk, *_ in taken]).update(
+            owner="", lease_expires_at=deadline, version=F("version") + 1
+        )
+        return [(workflow_id, transaction_id) for _, workflow_id, transaction_id in taken]
+
+    if getattr(scheduler, "transactional", False):
+        try:
+            with transaction.atomic():
+                taken = take()
+                for ids in taken:
+                    scheduler.enqueue(*ids)
+        except DatabaseError:
+            # Nothing was taken: the next sweep tries again.
+            logger.exception("Handing %s runs over to the workers failed", len(rows))
+            return 0
+        return len(taken)
+    with transaction.atomic():
+        taken = take()
+    queued = 0
+    for ids in taken:
+        try:
+            scheduler.enqueue(*ids)
+            queued += 1
+        except Exception:
+            # The resume task counts its own failures (the immediate backend ran it
+            # here); a broker that refuses it is not the run's fault.
+            logger.exception("Handing %s:%s over to a worker failed", *ids)
+    return queued
 
 
 def recover(
@@ -180,18 +213,22 @@ def recover(
     """One recovery sweep (``workflow_engine.recover``); returns how many runs it
     continued or handed over. ``prepare(tx)`` attaches the engine's event handlers."""
     storage = runtime.storage
-    rows = list(WorkflowExecution.objects.lease_expired(now).order_by("lease_expires_at")[:limit])
-    held = WorkflowExecution.objects.held_on_host(socket.gethostname(), now)[:limit]
-    dead = {row.pk: row.owner for row in held if process_is_gone(row.owner)}
+    executions = WorkflowExecution.objects.all()
+    if hand_over:
+        # The sweep reads no stored state: the resume task rebuilds the run.
+        executions = executions.only("pk", "workflow_id", "transaction_id", "owner")
+    rows = list(executions.lease_expired(now).order_by("lease_expires_at")[:limit])
+    held = WorkflowExecution.objects.held_on_host(socket.gethostname(), now)
+    dead = {
+        pk: owner for pk, owner in held.values_list("pk", "owner")[:limit] if process_is_gone(owner)
+    }
     if dead:
-        rows += list(WorkflowExecution.objects.filter(pk__in=dead))
+        rows += list(executions.filter(pk__in=dead))
     recovered = complete_waiting_parents(limit, now if hand_over else None)
-    for pending in (
-        WorkflowExecution.objects.cancel_pending(),
-        WorkflowExecution.objects.answer_pending(),
-    ):
+    for pending in (executions.cancel_pending(), executions.answer_pending()):
         seen = {row.pk for row in rows}
         rows += [row for row in pending[:limit] if row.pk not in seen]
+    registered = []
     for row in rows:
         try:
             workflow = get_workflow(row.workflow_id)
@@ -201,12 +238,7 @@ def recover(
             )
             continue
         if hand_over:
-            try:
-                recovered += queue_resume(row, now, dead.get(row.pk))
-            except Exception:
-                # The resume task counts its own failures (with the immediate backend
-                # it ran here); a broker that refuses the task is not the run's fault.
-                logger.exception("Handing %s over to a worker failed", row.pk)
+            registered.append(row)
             continue
         tx = None
         try:
@@ -229,6 +261,8 @@ def recover(
         if row.recovery_failures:
             clear_recovery_failures(row.pk)
         recovered += 1
+    if registered:
+        recovered += queue_resumes(registered, now, set(dead.values()))
     return recovered
 
 
@@ -290,34 +324,49 @@ def complete_waiting_parents(limit: int, queue_at: datetime.datetime | None = No
     }
     if not parents:
         return 0
+    children = list(
+        WorkflowExecution.objects.finished()
+        .filter(parent_step_idempotency_key__in=parents)
+        .values_list("pk", "workflow_id", "transaction_id", "parent_step_idempotency_key")
+    )
+    if queue_at is not None:
+        return _queue_parent_completions(
+            {parents[key]: (workflow_id, tx) for _, workflow_id, tx, key in children}, queue_at
+        )
     completed = 0
-    children = WorkflowExecution.objects.finished().filter(parent_step_idempotency_key__in=parents)
-    for row in children.only("pk", "workflow_id", "transaction_id", "parent_step_idempotency_key"):
+    for pk, workflow_id, transaction_id, _key in children:
         try:
-            if queue_at is None:
-                completed += complete_parent_of(row.workflow_id, row.transaction_id)
-            else:
-                parent = parents[row.parent_step_idempotency_key]
-                completed += _queue_parent_completion(parent, row, queue_at)
+            completed += complete_parent_of(workflow_id, transaction_id)
         except Exception:
-            logger.exception("Completing the parent step of nested %s failed", row.pk)
+            logger.exception("Completing the parent step of nested %s failed", pk)
     return completed
 
 
-def _queue_parent_completion(
-    parent_pk: str, child: WorkflowExecution, now: datetime.datetime
-) -> bool:
+def _queue_parent_completions(children: dict[str, tuple[str, str]], now: datetime.datetime) -> int:
+    """Queue a :data:`COMPLETE_PARENT_TASK` per waiting parent (``children`` maps the
+    parent's pk to its finished child's ids), giving the parents a deadline of a lease
+    as :func:`queue_resumes` does."""
     deadline = timezone.now() + datetime.timedelta(seconds=lease_seconds())
     scheduler = runtime.scheduler
-    with transaction.atomic() if getattr(scheduler, "transactional", False) else nullcontext():
-        marked = (
-            WorkflowExecution.objects.filter(pk=parent_pk, owner="")
+    transactional = getattr(scheduler, "transactional", False)
+    with transaction.atomic():
+        free = (
+            WorkflowExecution.objects.filter(pk__in=children, owner="")
             .filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now))
-            .update(lease_expires_at=deadline)
+            .select_for_update(skip_locked=True)
         )
-        if marked:
-            scheduler.enqueue_task(COMPLETE_PARENT_TASK, child.workflow_id, child.transaction_id)
-    return bool(marked)
+        taken = list(free.values_list("pk", flat=True))
+        WorkflowExecution.objects.filter(pk__in=taken).update(lease_expires_at=deadline)
+        if transactional:
+            for pk in taken:
+                scheduler.enqueue_task(COMPLETE_PARENT_TASK, *children[pk])
+    if not transactional:
+        for pk in taken:
+            try:
+                scheduler.enqueue_task(COMPLETE_PARENT_TASK, *children[pk])
+            except Exception:
+                logger.exception("Queueing the completion of parent %s failed", pk)
+    return len(taken)
 
 
 def complete_parent_of(workflow_id: str, transaction_id: str) -> bool:
