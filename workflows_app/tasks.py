@@ -47,7 +47,8 @@ def resume(workflow_id: str, transaction_id: str) -> str:
             raise
     if tx is None:
         return "idle"
-    note_resume_success(workflow_id, transaction_id)
+    if getattr(tx.storage_handle, "recovery_failures", 0):
+        note_resume_success(workflow_id, transaction_id)
     return str(tx.state)
 
 

@@ -182,3 +182,21 @@ def test_a_hand_over_sweep_queues_the_completion_of_a_waiting_parent_once():
     assert tasks.recover() == 0
     assert tasks.complete_parent("lr-child-flow", child_tx) == "nothing to do"
     calls.clear()
+
+
+@override_settings(WORKFLOWS={"BACKGROUND": "immediate", "MAX_RECOVERY_FAILURES": 3})
+def test_a_resume_that_goes_through_resets_the_count(interruptions):
+    effects: list[str] = []
+    name = _chain(effects, interrupt=2)
+    row = _interrupted_run(name)
+    with pytest.raises(TaskTimeout):
+        tasks.recover()
+    row.refresh_from_db()
+    assert row.recovery_failures == 1
+
+    assert tasks.recover() == 1
+
+    row.refresh_from_db()
+    assert (row.state, row.recovery_failures, row.recovery_error) == ("done", 0, "")
+    assert effects.count("slow start") == 3
+    assert effects.count("slow end") == 1

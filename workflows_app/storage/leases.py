@@ -45,6 +45,9 @@ class Handle:
     cancel_requested: bool = False
     cancel_checked: float = field(default_factory=time.monotonic)
     waiting: set = field(default_factory=set)
+    # Failed recoveries counted on the row when it was read (a resume that goes
+    # through resets them only then, sparing every other resume a write).
+    recovery_failures: int = 0
     #: Answers recorded while another process held the run (``answers``), oldest first.
     answers: list = field(default_factory=list)
     buffer: list = field(default_factory=list)

@@ -255,6 +255,7 @@ class OrmStorage:
         tx.cancelled_at = flow.get("cancelledAt")
         tx.timed_out_at = flow.get("timedOutAt")
         handle = Handle(row.pk, row.version if version is None else version, owner, lease_until)
+        handle.recovery_failures = row.recovery_failures
         tx.storage_handle = handle
         if owner:
             lease_keeper.hold(handle)

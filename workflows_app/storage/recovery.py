@@ -121,7 +121,7 @@ def _unfinished_run(workflow_id: str, transaction_id: str) -> WorkflowExecution 
     return (
         WorkflowExecution.objects.unfinished()
         .filter(workflow_id=workflow_id, transaction_id=transaction_id)
-        .only("pk", "recovery_failures")
+        .only("pk")
         .first()
     )
 
