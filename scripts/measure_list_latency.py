@@ -120,7 +120,7 @@ def flow_variant(state: str, completed: int) -> tuple[dict, dict]:
         steps[path] = {
             "id": path,
             "depth": index + 1,
-            "definition": {"action": name, "name": name, "noCompensation": False},
+            "definition": {"stepId": name, "name": name, "noCompensation": False},
             "invoke": invoke,
             "compensate": {
                 "state": "reverted" if compensated else "dormant",
@@ -147,7 +147,7 @@ def flow_variant(state: str, completed: int) -> tuple[dict, dict]:
     if state in ("failed", "reverted", "compensating"):
         errors.append(
             {
-                "action": STEP_NAMES[completed],
+                "stepId": STEP_NAMES[completed],
                 "handlerType": "invoke",
                 "error": {"message": "Payment declined", "name": "Error", "stack": "..."},
             }

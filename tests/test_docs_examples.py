@@ -142,7 +142,7 @@ def test_concepts_nested_workflow_example():
 
     res = ns["order_and_pay"].run(transaction_id="t-1")
     assert res.result == {"order": {"total": 10}, "payment": {"charged": 10}}
-    assert [node.action for node in ns["order_and_pay"].definition.nodes] == [
+    assert [node.step_id for node in ns["order_and_pay"].definition.nodes] == [
         "docs-create-order",
         "docs-pay-as-step",
     ]

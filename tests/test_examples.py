@@ -103,7 +103,7 @@ def test_create_order_declined_at_payment_is_compensated(mailoutbox):
     )
 
     assert res.transaction.get_state() == "reverted"
-    assert [error.action for error in res.errors] == ["authorize-payment"]
+    assert [error.step_id for error in res.errors] == ["authorize-payment"]
     assert "declined" in res.errors[0].error["message"]
     assert services.inventory.stock == services.INITIAL_STOCK
     assert services.inventory.reservations == {}

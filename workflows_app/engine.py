@@ -129,7 +129,7 @@ class WorkflowEngine:
             steps.append(
                 {
                     "id": node.id,
-                    "action": node.action,
+                    "step_id": node.step_id,
                     "depth": node.depth,
                     "operation": node.operation,
                     "definition": node.definition(),
@@ -461,7 +461,7 @@ class WorkflowEngine:
         answer recorded earlier goes first; an answer for a run held elsewhere is
         recorded."""
         workflow = get_workflow(address.workflow_id)
-        if address.step_id not in workflow.definition.by_action:
+        if address.step_id not in workflow.definition.by_step_id:
             raise UnknownStepError(f"Workflow {workflow.name} has no step {address.step_id!r}.")
         # Each round but the last applies one answer recorded earlier.
         for _round in range(len(workflow.definition.nodes) + 1):
@@ -572,7 +572,7 @@ class WorkflowEngine:
                 "workflow_id": tx.workflow_id,
                 "transaction_id": tx.transaction_id,
                 "state": str(tx.state),
-                "step": step.action if step is not None else None,
+                "step": step.step_id if step is not None else None,
                 "result": kwargs.get("result") if name == "on_finish" else None,
                 "errors": [e.to_dict() for e in kwargs.get("errors") or []],
             }

@@ -63,9 +63,9 @@ def html_id(prefix: str, name: str) -> str:
     return f"{prefix}-" + _ANCHOR_UNSAFE.sub("-", str(name))
 
 
-def step_anchor(action: str) -> str:
-    """The HTML id of a step's history entry: ``step-<action>``."""
-    return html_id("step", action)
+def step_anchor(step_id: str) -> str:
+    """The HTML id of a step's history entry: ``step-<step_id>``."""
+    return html_id("step", step_id)
 
 
 def step_colour(state: str) -> str:
@@ -94,18 +94,18 @@ def nodes_from_flow(execution: Mapping[str, Any] | None, link: bool = True) -> l
     """Graph nodes of a stored execution, coloured by :func:`display_state`."""
     nodes = []
     for sid, step in flow_steps(execution):
-        action = step_id_of(sid, step)
+        step_id = step_id_of(sid, step)
         state = display_state(step)
         nodes.append(
             Node(
                 id=sid,
-                label=action,
+                label=step_id,
                 depth=int(step.get("depth") or sid.count(".")),
                 next=[str(n) for n in step.get("next") or []],
                 state=state,
                 state_label=state_label(state),
-                href="#" + step_anchor(action) if link else None,
-                title=f"{action}: {state_label(state)}",
+                href="#" + step_anchor(step_id) if link else None,
+                title=f"{step_id}: {state_label(state)}",
             )
         )
     return nodes
@@ -116,18 +116,18 @@ def nodes_from_description(steps: Iterable[Mapping[str, Any]]) -> list[Node]:
     nodes = []
     for step in steps:
         sid = str(step["id"])
-        action = str(step.get("action") or sid.rsplit(".", 1)[-1])
+        step_id = str(step.get("step_id") or sid.rsplit(".", 1)[-1])
         operation = str(step.get("operation") or Operation.STEP)
         nodes.append(
             Node(
                 id=sid,
-                label=action,
+                label=step_id,
                 depth=int(step.get("depth") or sid.count(".")),
                 next=[str(n) for n in step.get("next") or []],
                 state=StepState.NOT_STARTED,
                 state_label="" if operation == Operation.STEP else operation,
                 href=None,
-                title=action if operation == Operation.STEP else f"{action} ({operation})",
+                title=step_id if operation == Operation.STEP else f"{step_id} ({operation})",
             )
         )
     return nodes

@@ -315,7 +315,7 @@ class StepExecution(models.Model):
     step_id = models.CharField(
         _("step ID"),
         max_length=255,
-        help_text=_("Action name of the step."),
+        help_text=_("Id of the step in its workflow (its name in the flow)."),
     )
     step_path = models.CharField(
         _("step path"),

@@ -48,9 +48,9 @@ def flow_steps(execution: Mapping[str, Any] | None) -> list[tuple[str, dict]]:
 
 
 def step_id_of(path: str, step: Mapping[str, Any]) -> str:
-    """The step id (the definition's ``action``) of the flow entry at ``path``."""
+    """The step id (the definition's ``stepId``) of the flow entry at ``path``."""
     definition = _mapping(step.get("definition"))
-    return str(definition.get("action") or path.rsplit(".", 1)[-1])
+    return str(definition.get("stepId") or path.rsplit(".", 1)[-1])
 
 
 def has_compensation(step: Mapping[str, Any]) -> bool:
@@ -163,7 +163,7 @@ def step_views(
     errors: dict[str, list[StepErrorView]] = defaultdict(list)
     for error in context_errors(context):
         detail = _mapping(error.get("error"))
-        errors[str(error.get("action"))].append(
+        errors[str(error.get("stepId"))].append(
             StepErrorView(
                 handler_type=error.get("handlerType"),
                 message=detail.get("message"),

@@ -136,13 +136,13 @@ class RunRedactor(Redactor):
         if self._seen.get("context") is not tx.context:
             self._seen["context"] = tx.context
             self.learn_keys(tx.context)
-        by_action = tx.definition.by_action
-        for action, entry in tx.invoke.items():
-            key = f"invoke:{action}"
+        by_step_id = tx.definition.by_step_id
+        for step_id, entry in tx.invoke.items():
+            key = f"invoke:{step_id}"
             if self._seen.get(key) is entry:
                 continue
             self._seen[key] = entry
-            node = by_action.get(action)
+            node = by_step_id.get(step_id)
             sensitive = node.options.sensitive if node is not None else ()
             for value in (entry.get("output"), entry.get("compensateInput")):
                 self.learn_keys(value)

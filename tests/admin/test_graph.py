@@ -90,12 +90,12 @@ def test_labels_are_escaped_and_colours_have_css_classes():
 
 def test_a_step_without_compensation_is_not_shown_reverted():
     undone = {
-        "definition": {"action": "reserve", "noCompensation": False},
+        "definition": {"stepId": "reserve", "noCompensation": False},
         "invoke": {"state": "done", "status": "ok"},
         "compensate": {"state": "reverted", "status": "ok"},
     }
     nothing_to_undo = {
-        "definition": {"action": "notify", "noCompensation": True},
+        "definition": {"stepId": "notify", "noCompensation": True},
         "invoke": {"state": "done", "status": "ok"},
         "compensate": {"state": "reverted", "status": "ok"},
     }

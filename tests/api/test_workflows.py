@@ -42,10 +42,10 @@ def test_list_definitions_includes_options_steps_hooks_and_graph(staff_client):
     [entry] = [item for item in response.json() if item["name"] == name]
     assert entry["options"]["store"] is True
     assert entry["options"]["retention_time"] == 3600
-    assert [s["action"] for s in entry["steps"]] == [f"{name}-first", f"{name}-approve"]
+    assert [s["step_id"] for s in entry["steps"]] == [f"{name}-first", f"{name}-approve"]
     assert entry["steps"][1]["depends_on"] == [entry["steps"][0]["id"]]
     assert entry["hooks"] == []
-    assert entry["definition"]["next"]["action"] == f"{name}-first"
+    assert entry["definition"]["next"]["stepId"] == f"{name}-first"
     assert len(entry["definition_hash"]) == 64
 
 
@@ -120,7 +120,7 @@ def test_run_with_failure_is_201_with_errors(staff_client):
     assert response.status_code == 201
     body = response.json()
     assert body["acknowledgement"]["has_failed"] is True
-    assert body["errors"][0]["action"] == f"{name}-x"
+    assert body["errors"][0]["stepId"] == f"{name}-x"
     assert body["errors"][0]["error"]["message"] == "boom"
 
 

@@ -71,10 +71,10 @@ def test_workflow_error_carries_errors_and_transaction():
     ]
 
 
-def test_step_error_action_names_the_step():
+def test_step_error_step_id_names_the_step():
     wf, _ = _raising(ValueError("x"), name="the-raiser")
     res = wf.run(throw_on_error=False)
-    assert "the-raiser" in res.errors[0].action
+    assert "the-raiser" in res.errors[0].step_id
 
 
 def test_run_errors_exclude_compensation_errors():

@@ -335,7 +335,7 @@ def test_failing_iteration_compensates_finished_iterations_then_earlier_steps():
     ]
     assert _compensations(log) == [("loop-fail-2", {"undo": 1}), ("loop-before", "loop-before")]
     [error] = res.errors
-    assert error.action == "for-each-loop-fail-2"
+    assert error.step_id == "for-each-loop-fail-2"
     assert error.error["message"] == "loop-fail-2 failed on 2"
     assert error.error["name"] == "ValueError"
     assert "iteration 2 of 4" in error.error["stack"]
@@ -435,7 +435,7 @@ def test_failed_iteration_compensation_fails_the_transaction():
         ("it", 1),
     ]
     [comp_error] = res.transaction.get_errors("compensate")
-    assert comp_error.action == "for-each-loop-bad-undo"
+    assert comp_error.step_id == "for-each-loop-bad-undo"
     assert comp_error.error["message"] == "cannot undo 2"
 
 

@@ -61,7 +61,7 @@ def test_the_transaction_timeout_times_out_every_step_of_the_batch_still_running
 
     tx = res.transaction
     assert tx.get_state() == "reverted"
-    assert [e.action for e in res.errors] == [f"{name}-slow", f"{name}-skipping"]
+    assert [e.step_id for e in res.errors] == [f"{name}-slow", f"{name}-skipping"]
     assert {e.error["name"] for e in res.errors} == {"TransactionTimeoutError"}
     assert str(tx.get_step(f"{name}-quick").invoke_state) == "done"
     assert str(tx.get_step(f"{name}-slow").invoke_state) == "timeout"
@@ -86,7 +86,7 @@ def test_steps_that_ended_before_the_deadline_are_not_blamed(one_thread):
     res = wf.run(input=1, throw_on_error=False)
 
     assert res.transaction.get_state() == "reverted"
-    assert [e.action for e in res.errors] == [f"{name}-second"]
+    assert [e.step_id for e in res.errors] == [f"{name}-second"]
     assert str(res.transaction.get_step(f"{name}-first").invoke_state) == "done"
 
 
@@ -126,7 +126,7 @@ def test_a_failed_run_resolves_its_result_and_a_raising_transform_adds_its_error
 
     assert res.transaction.get_state() == "reverted"
     assert res.result is None
-    assert [e.action for e in res.errors] == [f"{name}-second", "_result"]
+    assert [e.step_id for e in res.errors] == [f"{name}-second", "_result"]
     assert res.errors[0].error["message"] == "boom"
     assert res.errors[1].error["name"] == "TypeError"
     assert str(res.thrown_error) == "boom"

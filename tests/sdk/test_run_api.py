@@ -184,7 +184,7 @@ def test_throw_on_error_false_returns_errors():
     assert len(res.errors) == 1
     err = res.errors[0]
     assert err.handler_type == "invoke"
-    assert err.action
+    assert err.step_id
     assert set(err.error) >= {"message", "name", "stack"}
     assert err.error["message"] == "b failed"
     assert err.error["name"] == "ValueError"

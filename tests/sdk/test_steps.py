@@ -435,7 +435,8 @@ def test_metadata_carries_idempotency_key_and_attempt():
     key, metadata = seen[0]
     assert metadata.get("idempotency_key") == key
     assert metadata.get("attempt") == 1
-    assert metadata.get("action") == "meta" or metadata.get("action_type") == "invoke"
+    assert metadata.get("step_id") == "meta"
+    assert metadata.get("action_type") == "invoke"
 
 
 def test_run_context_is_visible_to_steps():

@@ -67,7 +67,7 @@ def test_refused_value_reverts_the_run_and_compensates_the_step_before(bad, path
     assert calls.invoked(f"{name}-after") == 0
     assert calls.compensated(f"{name}-a") == 1
     [error] = res.errors
-    assert error.action == bad_name
+    assert error.step_id == bad_name
     assert error.error["name"] == "NonSerializableCheckpointError"
     message = error.error["message"]
     assert bad_name in message and path in message, message

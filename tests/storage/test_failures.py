@@ -53,7 +53,7 @@ def test_failed_run_stores_reverted_state_error_and_compensations():
     assert row.top_error()["name"] == "ValueError"
     assert "ValueError" in row.error_stack
     assert f"{steps[2]} exploded" in row.error_stack
-    assert row.context["errors"][0]["action"] == steps[2]
+    assert row.context["errors"][0]["stepId"] == steps[2]
     assert row.context["errors"][0]["handlerType"] == "invoke"
     assert row.execution["state"] == "reverted"
     assert row.execution["hasRevertedSteps"] is True
@@ -152,7 +152,7 @@ def test_non_serialisable_output_fails_step_and_compensates(bad):
     assert calls.compensated(f"{name}-a") == 1
     assert calls.compensated(f"{name}-b") == 1
     [error] = res.errors
-    assert error.action == bad_name
+    assert error.step_id == bad_name
     assert error.error["name"] == "NonSerializableCheckpointError"
     assert bad_name in error.error["message"]
     [row] = rows(name)

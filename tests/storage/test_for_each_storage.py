@@ -275,7 +275,7 @@ def test_admin_detail_shows_iterations_as_items_of_the_loop(admin_client):
     html = response.content.decode()
     assert "(item 1/2)" in html and "(item 2/2)" in html
     assert f"{names['loop']} [2/2] #1" in html  # the timeline bar of item 2
-    [loop] = [s for s in response.context["history"] if s["action"] == names["loop"]]
+    [loop] = [s for s in response.context["history"] if s["step_id"] == names["loop"]]
     assert sorted(a["iteration"] for a in loop["attempts"]) == [0, 1, 2]
     # The step's input is the loop's (the list), not the last item's.
     assert json.loads(loop["input"]) == [1, 2]

@@ -310,7 +310,7 @@ def test_the_transaction_timeout_marks_each_overrunning_step_of_the_batch(settin
     assert "after" not in [step for step, _ in calls]
     states = {s: str(tx.get_step(f"{name}-{s}").invoke_state) for s in ("quick", "slow", "lenient")}
     assert states == {"quick": "done", "slow": "timeout", "lenient": "timeout"}
-    assert [(e.action, e.error["name"]) for e in res.errors] == [
+    assert [(e.step_id, e.error["name"]) for e in res.errors] == [
         (f"{name}-slow", "TransactionTimeoutError"),
         (f"{name}-lenient", "TransactionTimeoutError"),
     ]
@@ -353,7 +353,7 @@ def test_a_reverted_run_returns_and_stores_the_result_built_from_what_completed(
 
     assert res.transaction.get_state() == "reverted"
     assert res.result == {"first": {"n": 4}, "second": None}
-    assert [e.action for e in res.errors] == [f"{name}-second"]
+    assert [e.step_id for e in res.errors] == [f"{name}-second"]
     row = WorkflowExecution.objects.get(transaction_id=res.transaction.transaction_id)
     assert row.output_payload == {"first": {"n": 4}, "second": None}
 
@@ -376,8 +376,8 @@ def test_a_result_transform_that_raises_after_a_failure_is_reported_next_to_the_
         workflow_engine.run(name, input=4)
 
     errors = raised.value.errors
-    assert [e.action for e in errors] == [f"{name}-second", "_result"]
+    assert [e.step_id for e in errors] == [f"{name}-second", "_result"]
     assert errors[1].error["name"] == "TypeError"
     row = WorkflowExecution.objects.get(workflow_id=name)
     assert row.error == "second exploded"
-    assert [e["action"] for e in row.context["errors"]] == [f"{name}-second", "_result"]
+    assert [e["stepId"] for e in row.context["errors"]] == [f"{name}-second", "_result"]

@@ -144,7 +144,7 @@ class WorkflowExecutionAdmin(ReadOnlyAdmin):
         steps = []
         waiting_steps = []
         for view in presentation.step_views(execution, obj.context):
-            action = view.step_id
+            step_id = view.step_id
             state = view.state
             waiting_action = view.waiting_handler
             step_attempts = attempts_by_path.get(view.path, [])
@@ -154,8 +154,8 @@ class WorkflowExecutionAdmin(ReadOnlyAdmin):
             stored = view.stored
             entry = {
                 "id": view.path,
-                "action": action,
-                "anchor": graph.step_anchor(action),
+                "step_id": step_id,
+                "anchor": graph.step_anchor(step_id),
                 "state": state,
                 "state_label": view.state_label,
                 "colour": graph.step_colour(state),
@@ -191,13 +191,13 @@ class WorkflowExecutionAdmin(ReadOnlyAdmin):
             }
             if waiting_action:
                 example = (
-                    examples.step_response_example(obj.workflow_id, action)
+                    examples.step_response_example(obj.workflow_id, step_id)
                     if waiting_action == "invoke"
                     else None
                 )
                 entry["complete_form"] = CompleteStepForm(
-                    initial={"step_id": action, "action": waiting_action, "response": example},
-                    auto_id=graph.html_id("id-complete", action) + "-%s",
+                    initial={"step_id": step_id, "action": waiting_action, "response": example},
+                    auto_id=graph.html_id("id-complete", step_id) + "-%s",
                 )
                 waiting_steps.append(entry)
             steps.append(entry)
@@ -243,7 +243,7 @@ class WorkflowExecutionAdmin(ReadOnlyAdmin):
             "progress_done": done,
             "progress_total": total,
             "progress_pills": [
-                {"action": s["action"], "done": s["invoke"].get("state") == "done"} for s in steps
+                {"step_id": s["step_id"], "done": s["invoke"].get("state") == "done"} for s in steps
             ],
             "graph_svg": mark_safe(  # graph.py escapes every text it inserts
                 graph.step_graph_svg(graph.nodes_from_flow(execution), title=obj.workflow_id)

@@ -113,7 +113,7 @@ class ErrorDetailSerializer(serializers.Serializer):
 class StepErrorSerializer(serializers.Serializer):
     """One error recorded by a step handler."""
 
-    action = serializers.CharField(help_text=_("Action name of the step."))
+    stepId = serializers.CharField(help_text=_("Id of the step."))
     handlerType = serializers.CharField(help_text=_("invoke or compensate."))
     error = ErrorDetailSerializer()
 
@@ -195,7 +195,7 @@ class WorkflowExecutionDetailSerializer(WorkflowExecutionListSerializer):
 
 class WorkflowStepDefinitionSerializer(serializers.Serializer):
     id = serializers.CharField(help_text=_("Path of the step in the flow."))
-    action = serializers.CharField(help_text=_("Action name: the step_id of step calls."))
+    step_id = serializers.CharField(help_text=_("Id of the step, as in step calls."))
     depth = serializers.IntegerField()
     operation = serializers.CharField()
     definition = serializers.DictField()

@@ -130,7 +130,7 @@ def _chain(key: str, length: int, stored: bool) -> Workload:
 
 def _compensate5(key: str, stored: bool) -> Workload:
     name = _workflow_name(key)
-    failing_action = f"{name}-s5"
+    failing_step = f"{name}-s5"
 
     def recording_step(position: int) -> Any:
         def invoke(n: int, ctx: Any) -> StepResponse:
@@ -140,7 +140,7 @@ def _compensate5(key: str, stored: bool) -> Workload:
         return create_step(f"{name}-s{position}", invoke, _undo_add_one)
 
     steps = [recording_step(position) for position in range(1, 5)]
-    failing = create_step(failing_action, _always_fails)
+    failing = create_step(failing_step, _always_fails)
 
     create_workflow(name, _sequence([*steps, failing]), **_storage_options(stored))
 
@@ -150,7 +150,7 @@ def _compensate5(key: str, stored: bool) -> Workload:
         state = result.transaction.state
         if state is not TransactionState.REVERTED:
             _fail(key, f"state {state}, expected reverted")
-        if len(result.errors) != 1 or result.errors[0].action != failing_action:
+        if len(result.errors) != 1 or result.errors[0].step_id != failing_step:
             _fail(key, f"unexpected errors {[e.to_dict() for e in result.errors]!r}")
         if result.result is not None:
             _fail(key, f"result {result.result!r}, expected None")

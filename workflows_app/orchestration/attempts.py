@@ -36,7 +36,7 @@ def build_record(
     """The log record of one attempt; ``started``/``ended`` are clock seconds (0: unknown)."""
     return AttemptRecord(
         step_index=node.index,
-        step_id=node.action,
+        step_id=node.step_id,
         step_path=node.id,
         handler_type=handler_type,
         attempt=attempt,

@@ -70,7 +70,7 @@ class Compensation:
             tx.waiting.discard(node.index)
             output = value.output if isinstance(value, StepResponse) else value
             if node.options.save_response:
-                tx.compensate[node.action] = {"output": output}
+                tx.compensate[node.step_id] = {"output": output}
             run.comp_state = StepState.REVERTED
             run.comp_status = StepStatus.OK
             tx.has_reverted_steps = True
@@ -82,11 +82,11 @@ class Compensation:
             self._await_response(tx, run, job)
             return
         tx.waiting.discard(node.index)
-        error = locate_error(job.value, f"{tx.workflow_id} -> {node.action} (compensate)")
+        error = locate_error(job.value, f"{tx.workflow_id} -> {node.step_id} (compensate)")
         run.failures += 1
         run.comp_status = StepStatus.TEMPORARY_FAILURE
         self._record(tx, job, AttemptStatus.FAILED, error=error)
-        step_error = StepError(node.action, HandlerType.COMPENSATE, error)
+        step_error = StepError(node.step_id, HandlerType.COMPENSATE, error)
         self._emit(tx, "on_compensate_step_failure", step=run, errors=[step_error])
         if run.failures <= node.options.max_retries and not isinstance(
             job.value, PermanentStepFailureError

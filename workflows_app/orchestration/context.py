@@ -44,7 +44,7 @@ class StepContext:
         self.metadata = {
             "model_id": transaction.workflow_id,
             "idempotency_key": self.idempotency_key,
-            "action": step_name,
+            "step_id": step_name,
             "action_type": action,
             "attempt": attempt,
         }

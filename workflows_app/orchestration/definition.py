@@ -96,7 +96,7 @@ def _identity(tx: Any) -> Any:
 class StepNode:
     """One step of a flow, with everything the orchestrator needs precomputed."""
 
-    action: str
+    step_id: str
     invoke_fn: Callable[..., Any] | None
     compensate_fn: Callable[..., Any] | None = None
     options: StepOptions = field(default_factory=StepOptions)
@@ -129,11 +129,11 @@ class StepNode:
 
     def definition(self) -> dict:
         """The step's config as camelCase keys (cached: the flow JSON repeats it)."""
-        key = (self.action, self.options, self.compensate_fn is None, self.operation)
+        key = (self.step_id, self.options, self.compensate_fn is None, self.operation)
         cached = self._definition
         if cached is not None and all(a is b for a, b in zip(cached[0], key, strict=True)):
             return dict(cached[1])
-        data = {"action": self.action, "name": self.action, **self.options.to_definition()}
+        data = {"stepId": self.step_id, "name": self.step_id, **self.options.to_definition()}
         data["noCompensation"] = self.options.no_compensation or self.compensate_fn is None
         if self.operation != Operation.STEP:
             data["operation"] = self.operation
@@ -150,7 +150,7 @@ class FlowDefinition:
         self.roots = roots
         self.result_resolver: Callable[[Any], Any] | None = None
         self.nodes: list[StepNode] = []
-        self.by_action: dict[str, StepNode] = {}
+        self.by_step_id: dict[str, StepNode] = {}
         self._compile()
         self.root_indices = tuple(n.index for n in self.nodes if n.deps_count == 0)
         self.deps_counts = [n.deps_count for n in self.nodes]
@@ -165,13 +165,13 @@ class FlowDefinition:
         pending: list[tuple[StepNode, StepNode | None]] = [(r, None) for r in reversed(self.roots)]
         while pending:
             node, parent = pending.pop()
-            if node.action in self.by_action:
-                raise CompositionError(f"Step {node.action} is already defined in workflow.")
-            node.id = f"{parent.id if parent else ROOT_ID}.{node.action}"
+            if node.step_id in self.by_step_id:
+                raise CompositionError(f"Step {node.step_id} is already defined in workflow.")
+            node.id = f"{parent.id if parent else ROOT_ID}.{node.step_id}"
             node.depth = parent.depth + 1 if parent else 1
             node.tree_parent = parent
             node.index = len(order)
-            self.by_action[node.action] = node
+            self.by_step_id[node.step_id] = node
             order.append(node)
             pending.extend((child, node) for child in reversed(node.tree_children))
         self.nodes = order

@@ -116,18 +116,18 @@ class WorkflowError(WorkflowsError):
 
 @dataclass(slots=True)
 class StepError:
-    """One recorded error: the step's action, the handler type and the normalised error."""
+    """One recorded error: the step id, the handler type and the normalised error."""
 
-    action: str
+    step_id: str
     handler_type: str
     error: dict
 
     def to_dict(self) -> dict:
-        return {"action": self.action, "handlerType": self.handler_type, "error": self.error}
+        return {"stepId": self.step_id, "handlerType": self.handler_type, "error": self.error}
 
     @classmethod
     def from_dict(cls, data: dict) -> StepError:
-        return cls(data["action"], data["handlerType"], data["error"])
+        return cls(data["stepId"], data["handlerType"], data["error"])
 
 
 def serialize_error(value: Any) -> dict:

@@ -90,7 +90,7 @@ class Orchestrator(Outcomes, Compensation, Timers, Replay):
             job = Attempt(run, run.handler_type)
             job.outcome = Outcome.ERROR
             job.value = TransactionCanceledError(
-                f"Transaction {tx.transaction_id} was canceled while {run.action} waited."
+                f"Transaction {tx.transaction_id} was canceled while {run.step_id} waited."
             )
             job.started = job.ended = clock.now()
             if job.handler_type == HandlerType.COMPENSATE:
@@ -99,10 +99,10 @@ class Orchestrator(Outcomes, Compensation, Timers, Replay):
                 self._apply_failure(tx, job, permanent=True)
 
     def set_step_success(
-        self, tx: Transaction, action: str, handler_type: str, response: Any
+        self, tx: Transaction, step_id: str, handler_type: str, response: Any
     ) -> Transaction:
         """Complete a step that waits for an outside response, then continue the run."""
-        run = self._waiting_step(tx, action, handler_type, "set step success")
+        run = self._waiting_step(tx, step_id, handler_type, "set step success")
         job = Attempt(run, handler_type)
         job.outcome, job.value = Outcome.OK, response
         return self._respond(tx, job)
@@ -110,13 +110,13 @@ class Orchestrator(Outcomes, Compensation, Timers, Replay):
     def set_step_failure(
         self,
         tx: Transaction,
-        action: str,
+        step_id: str,
         handler_type: str,
         error: Any,
         force_permanent_failure: bool = False,
     ) -> Transaction:
         """Fail a waiting step from outside (its retries apply unless forced)."""
-        run = self._waiting_step(tx, action, handler_type, "set step failure")
+        run = self._waiting_step(tx, step_id, handler_type, "set step failure")
         job = Attempt(run, handler_type)
         if force_permanent_failure and not isinstance(error, PermanentStepFailureError):
             message = serialize_error(error)["message"]
@@ -157,10 +157,10 @@ class Orchestrator(Outcomes, Compensation, Timers, Replay):
         logger.info("Stopping %s:%s: %s", tx.workflow_id, tx.transaction_id, exc)
 
     def check_waiting(
-        self, tx: Transaction, action: str, handler_type: str, what: str = "set step response"
+        self, tx: Transaction, step_id: str, handler_type: str, what: str = "set step response"
     ) -> None:
         """Raise ``InvalidStepStateError`` unless the step waits for a response."""
-        self._waiting_step(tx, action, handler_type, what)
+        self._waiting_step(tx, step_id, handler_type, what)
 
     def retry_compensation(self, tx: Transaction) -> Transaction:
         """Run the failed compensations of a ``failed`` transaction again."""
@@ -188,10 +188,10 @@ class Orchestrator(Outcomes, Compensation, Timers, Replay):
         return tx
 
     def retry_step(
-        self, tx: Transaction, action: str, handler_type: str = HandlerType.INVOKE
+        self, tx: Transaction, step_id: str, handler_type: str = HandlerType.INVOKE
     ) -> Transaction:
         """Invoke a step that waits for a response once more."""
-        run = self._waiting_step(tx, action, handler_type, "retry step")
+        run = self._waiting_step(tx, step_id, handler_type, "retry step")
         run.retry_rescheduled_at = now_ms()
         tx.waiting.discard(run.node.index)
         tx.ready.append(run.node.index)
@@ -368,11 +368,11 @@ class Orchestrator(Outcomes, Compensation, Timers, Replay):
             job.fn = node.invoke_fn
             job.is_coroutine = node.invoke_is_async
         else:
-            entry = tx.invoke.get(node.action)
+            entry = tx.invoke.get(node.step_id)
             job.input = None if entry is None else entry.get("compensateInput")
             job.fn = node.compensate_fn
             job.is_coroutine = node.compensate_is_async
-        job.ctx = StepContext(tx, node.action, job.handler_type, run.attempts)
+        job.ctx = StepContext(tx, node.step_id, job.handler_type, run.attempts)
 
     def _finish(self, tx: Transaction, state: TransactionState) -> None:
         tx.state = state
@@ -400,14 +400,14 @@ class Orchestrator(Outcomes, Compensation, Timers, Replay):
             # A nested child that outlived its parent's handler completes the parent step.
             runtime.nested_finished(tx)
 
-    def _waiting_step(self, tx: Transaction, action: str, handler_type: str, what: str) -> StepRun:
-        node = tx.definition.by_action.get(action)
+    def _waiting_step(self, tx: Transaction, step_id: str, handler_type: str, what: str) -> StepRun:
+        node = tx.definition.by_step_id.get(step_id)
         if node is None:
-            raise InvalidStepStateError("Action not found.")
+            raise InvalidStepStateError(f"Step {step_id!r} not found.")
         run = tx.steps[node.index]
         status = run.comp_status if handler_type == HandlerType.COMPENSATE else run.invoke_status
         if handler_type == HandlerType.COMPENSATE and not run.step_failed:
-            raise InvalidStepStateError("Incorrect action type.")
+            raise InvalidStepStateError("Incorrect handler type.")
         if status is not StepStatus.WAITING or node.index not in tx.waiting:
             raise InvalidStepStateError(f"Cannot {what} when status is {status}")
         return run

@@ -68,14 +68,14 @@ class Outcomes:
                 # What the next steps (and a rebuilt run) see is the stored form.
                 try:
                     output, compensate_input = storable(
-                        f"The output of step {node.action}", output, compensate_input
+                        f"The output of step {node.step_id}", output, compensate_input
                     )
                 except (NonSerializableCheckpointError, PayloadTooLargeError) as problem:
                     job.outcome, job.value = Outcome.ERROR, problem
                     self._apply_failure(tx, job, permanent=True)
                     return
             if node.options.save_response:
-                tx.invoke[node.action] = {"output": output, "compensateInput": compensate_input}
+                tx.invoke[node.step_id] = {"output": output, "compensateInput": compensate_input}
             tx.waiting.discard(node.index)
             timeout = node.options.timeout
             if timeout is not None and job.ended - job.started > timeout and not from_outside:
@@ -99,12 +99,12 @@ class Outcomes:
         run = job.run
         node = run.node
         exc = job.value
-        error = locate_error(exc, f"{tx.workflow_id} -> {node.action} ({job.handler_type})")
+        error = locate_error(exc, f"{tx.workflow_id} -> {node.step_id} ({job.handler_type})")
         tx.waiting.discard(node.index)
         run.failures += 1
         run.invoke_status = StepStatus.TEMPORARY_FAILURE
         self._record(tx, job, AttemptStatus.FAILED, error=error)
-        step_error = StepError(node.action, HandlerType.INVOKE, error)
+        step_error = StepError(node.step_id, HandlerType.INVOKE, error)
         self._emit(tx, "on_step_failure", step=run, errors=[step_error])
         permanent = (
             permanent
@@ -116,7 +116,7 @@ class Outcomes:
             self._after_temporary_failure(tx, run, job)
             return
         if isinstance(exc, PermanentStepFailureError) and exc.compensate_input is not None:
-            tx.invoke[node.action] = {"output": None, "compensateInput": exc.compensate_input}
+            tx.invoke[node.step_id] = {"output": None, "compensateInput": exc.compensate_input}
         run.invoke_state = StepState.FAILED
         run.invoke_status = StepStatus.PERMANENT_FAILURE
         tx.errors.append(step_error)
@@ -145,7 +145,7 @@ class Outcomes:
                     tx.workflow_id,
                     tx.transaction_id,
                     delay,
-                    f"retry:{tx.workflow_id}:{tx.transaction_id}:{node.action}",
+                    f"retry:{tx.workflow_id}:{tx.transaction_id}:{node.step_id}",
                 )
                 return
         tx.ready.append(index)
@@ -174,7 +174,7 @@ class Outcomes:
                 continue
             seen.add(index)
             run = steps[index]
-            if isinstance(target, str) and run.node.action == target:
+            if isinstance(target, str) and run.node.step_id == target:
                 break
             if run.invoke_state is StepState.NOT_STARTED:
                 run.invoke_state = StepState.SKIPPED_FAILURE

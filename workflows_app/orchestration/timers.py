@@ -62,14 +62,17 @@ class Timers:
                 else:
                     output = compensate_input = value
                 if node.options.save_response:
-                    tx.invoke[node.action] = {"output": output, "compensateInput": compensate_input}
+                    tx.invoke[node.step_id] = {
+                        "output": output,
+                        "compensateInput": compensate_input,
+                    }
             tx.waiting.discard(node.index)
             error = serialize_error(TransactionTimeoutError(self._timeout_message(tx, run)))
             self._record(tx, job, AttemptStatus.TIMED_OUT, output, compensate_input, error=error)
             run.invoke_state = StepState.TIMEOUT
             run.invoke_status = StepStatus.PERMANENT_FAILURE
             run.timed_out_at = tx.timed_out_at
-            step_error = StepError(node.action, HandlerType.INVOKE, error)
+            step_error = StepError(node.step_id, HandlerType.INVOKE, error)
             tx.errors.append(step_error)
             self._emit(tx, "on_step_failure", step=run, errors=[step_error])
         self._timeout_transaction(tx, at=tx.timed_out_at)
@@ -80,7 +83,7 @@ class Timers:
         message = f"Transaction {tx.transaction_id} exceeded its timeout of {timeout} seconds"
         if run is None:
             return message
-        return f"{message} while step {run.node.action} was running"
+        return f"{message} while step {run.node.step_id} was running"
 
     def _timeout_transaction(self, tx: Transaction, at: int | None = None) -> None:
         tx.timed_out_at = at or now_ms()
@@ -92,13 +95,13 @@ class Timers:
         blamed = any(e.error.get("name") == "TransactionTimeoutError" for e in tx.errors)
         if not culprits and not blamed and tx.last_settled is not None:
             error = serialize_error(TransactionTimeoutError(self._timeout_message(tx)))
-            tx.errors.append(StepError(tx.last_settled.node.action, HandlerType.INVOKE, error))
+            tx.errors.append(StepError(tx.last_settled.node.step_id, HandlerType.INVOKE, error))
         for run in culprits:
             run.invoke_state = StepState.TIMEOUT
             run.invoke_status = StepStatus.PERMANENT_FAILURE
             run.timed_out_at = tx.timed_out_at
             error = serialize_error(TransactionTimeoutError(self._timeout_message(tx, run)))
-            tx.errors.append(StepError(run.node.action, HandlerType.INVOKE, error))
+            tx.errors.append(StepError(run.node.step_id, HandlerType.INVOKE, error))
         tx.state = TransactionState.WAITING_TO_COMPENSATE
         self._emit(tx, "on_timeout")
 
@@ -106,10 +109,10 @@ class Timers:
         run.invoke_state = StepState.TIMEOUT
         run.invoke_status = StepStatus.PERMANENT_FAILURE
         exc = TransactionStepTimeoutError(
-            f"Step {run.node.action} exceeded its timeout of {run.node.options.timeout} seconds"
+            f"Step {run.node.step_id} exceeded its timeout of {run.node.options.timeout} seconds"
         )
         error = serialize_error(exc)
-        step_error = StepError(run.node.action, HandlerType.INVOKE, error)
+        step_error = StepError(run.node.step_id, HandlerType.INVOKE, error)
         tx.errors.append(step_error)
         self._emit(tx, "on_step_failure", step=run, errors=[step_error])
         self._after_permanent_failure(tx, run)
@@ -145,10 +148,10 @@ class Timers:
             options = run.node.options
             if options.timeout and run.started_at is not None:
                 due = run.started_at + int(options.timeout * 1000)
-                arm(due, f"step_timeout:{prefix}:{run.action}")
+                arm(due, f"step_timeout:{prefix}:{run.step_id}")
             if options.retry_interval_awaiting and self._may_reawait(run):
                 due = (run.last_attempt or now) + int(options.retry_interval_awaiting * 1000)
-                arm(due, f"retry_awaiting:{prefix}:{run.action}")
+                arm(due, f"retry_awaiting:{prefix}:{run.step_id}")
         for index in tx.scheduled:
             run = tx.steps[index]
             interval = run.node.options.retry_interval or 0

@@ -53,8 +53,8 @@ class StepRun:
         return self.node.id
 
     @property
-    def action(self) -> str:
-        return self.node.action
+    def step_id(self) -> str:
+        return self.node.step_id
 
     @property
     def handler_type(self) -> str:
@@ -192,12 +192,12 @@ class Transaction:
             return list(self.errors)
         return [e for e in self.errors if e.handler_type == handler_type]
 
-    def get_step(self, action: str) -> StepRun:
-        return self.steps[self.definition.by_action[action].index]
+    def get_step(self, step_id: str) -> StepRun:
+        return self.steps[self.definition.by_step_id[step_id].index]
 
-    def get_step_result(self, action: str, handler_type: str = HandlerType.INVOKE) -> Any:
+    def get_step_result(self, step_id: str, handler_type: str = HandlerType.INVOKE) -> Any:
         store = self.invoke if handler_type == HandlerType.INVOKE else self.compensate
-        entry = store.get(action)
+        entry = store.get(step_id)
         return None if entry is None else entry.get("output")
 
     def get_flow(self) -> dict:

@@ -164,7 +164,7 @@ def when(*args: Any) -> When:
 
 def _value_step(name: str, value: Any, operation: str) -> StepNode:
     resolver = compile_value(value)
-    node = StepNode(action=name, invoke_fn=None, operation=operation, resolve_input=resolver)
+    node = StepNode(step_id=name, invoke_fn=None, operation=operation, resolve_input=resolver)
     node.set_handlers(_return_input, None)
     return node
 
@@ -210,7 +210,7 @@ class Hook:
                 return result if validated is None else validated
             return result
 
-        node = StepNode(action=f"get-{self.name}-result", invoke_fn=None, operation="hook")
+        node = StepNode(step_id=f"get-{self.name}-result", invoke_fn=None, operation="hook")
         node.set_handlers(read_result, None)
         return composition.append(node)
 
@@ -224,7 +224,7 @@ def create_hook(name: str, input: Any = None, result_validator: Any = None) -> H
     if name in composition.hooks:
         raise CompositionError(f"The hook {name} is already defined in this workflow.")
     node = StepNode(
-        action=name, invoke_fn=None, operation="hook", resolve_input=compile_value(input)
+        step_id=name, invoke_fn=None, operation="hook", resolve_input=compile_value(input)
     )
     node.set_handlers(_hook_noop, None)
     node.options = node.options.replace(no_compensation=False)

@@ -25,7 +25,7 @@ def configure_node(node: StepNode, name: str | None, options: dict[str, Any]) ->
     if name is not None:
         if not isinstance(name, str) or not name:
             raise CompositionError(".config(name=...) needs a non-empty string.")
-        node.action = name
+        node.step_id = name
     if options:
         node.options = node.options.replace(**step_options(options, f".config() of {name}"))
         if "no_compensation" not in options and node.compensate_fn is None:

@@ -129,7 +129,7 @@ class WorkflowBody:
 
     def call(self, item: Any, ctx: StepContext) -> StepResponse:
         parent: Transaction = ctx._transaction
-        # ctx.step_name is "<loop action>-<iteration>": one child per iteration.
+        # ctx.step_name is "<loop step id>-<iteration>": one child per iteration.
         child_id = f"{ctx.step_name}-{parent.transaction_id}"
         return run_child_inline(self.workflow, item, ctx, child_id)
 

@@ -77,7 +77,7 @@ def for_each(items: Any, step_or_subworkflow: Step | Workflow, concurrency: int 
         )
     body = body_for(step_or_subworkflow)
     node = StepNode(
-        action=_free_action(composition, f"for-each-{body.name}"),
+        step_id=_free_step_id(composition, f"for-each-{body.name}"),
         invoke_fn=None,
         operation=Operation.LOOP,
         options=StepOptions(sensitive=_loop_sensitive(body.sensitive)),
@@ -99,7 +99,7 @@ def for_each(items: Any, step_or_subworkflow: Step | Workflow, concurrency: int 
 # Composition helpers
 
 
-def _free_action(composition: Composition, base: str) -> str:
+def _free_step_id(composition: Composition, base: str) -> str:
     """``base``, or ``base-2``, ``base-3``... when an earlier step of the flow has it.
 
     Names are counted in composer order, so every process derives the same names
@@ -109,7 +109,7 @@ def _free_action(composition: Composition, base: str) -> str:
     stack = list(composition.roots)
     while stack:
         node = stack.pop()
-        taken.add(node.action)
+        taken.add(node.step_id)
         stack.extend(node.tree_children)
     if base not in taken:
         return base
@@ -243,10 +243,10 @@ class _Loop:
     def invoke(self, items: Any, ctx: StepContext) -> StepResponse:
         """Run every iteration not done yet; undo the finished ones if one fails."""
         tx: Transaction = ctx._transaction
-        action = self.node.action
+        step_id = self.node.step_id
         if not isinstance(items, list):
             raise TypeError(
-                f"for_each step {action} needs a list of items, got {type(items).__name__}."
+                f"for_each step {step_id} needs a list of items, got {type(items).__name__}."
             )
         total = len(items)
         state = self.state(tx)
@@ -316,7 +316,7 @@ class _Loop:
                     output = compensate_input = value
                 if stored:
                     output, compensate_input = storable(
-                        f"The output of iteration {i} of {self.node.action}",
+                        f"The output of iteration {i} of {self.node.step_id}",
                         output,
                         compensate_input,
                     )
@@ -437,7 +437,7 @@ class _Loop:
         undone = sorted(state.owed, reverse=True)
         problems = self.undo_all(tx, state, total, dict(state.owed))
         exc.add_note(
-            f"for_each step {self.node.action}: iteration {failed.iteration} of {total} "
+            f"for_each step {self.node.step_id}: iteration {failed.iteration} of {total} "
             "failed" + (f"; compensated iterations {undone}" if undone else "")
         )
         for i, problem in problems:
@@ -460,8 +460,9 @@ class _Loop:
         problems = self.undo_all(tx, state, total, targets)
         if problems:
             i, error = problems[0]
+            step_id = self.node.step_id
             error.add_note(
-                f"for_each step {self.node.action}: compensation of iteration {i} of {total} failed"
+                f"for_each step {step_id}: compensation of iteration {i} of {total} failed"
             )
             raise error
 
@@ -508,7 +509,7 @@ class _Loop:
 
     def step_name(self, i: int) -> str:
         """The iteration's step name in its context: its idempotency key is its own."""
-        return f"{self.node.action}-{i}"
+        return f"{self.node.step_id}-{i}"
 
     def record(
         self,
@@ -543,7 +544,7 @@ class _Loop:
     def error(
         self, tx: Transaction, exc: BaseException, handler_type: str, i: int, total: int
     ) -> dict:
-        where = f"{tx.workflow_id} -> {self.node.action} #{i}/{total} ({handler_type})"
+        where = f"{tx.workflow_id} -> {self.node.step_id} #{i}/{total} ({handler_type})"
         return locate_error(exc, where)
 
     @staticmethod

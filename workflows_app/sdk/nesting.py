@@ -59,7 +59,7 @@ def run_child_inline(child: Workflow, value: Any, ctx: Any, child_id: str) -> St
 def nested_invoke(child: Workflow, node: StepNode) -> Callable[[Any, Any], Any]:
     def run_child(value: Any, ctx: Any) -> StepResponse | None:
         parent: Transaction = ctx._transaction
-        child_id = f"{node.action}-{parent.transaction_id}"
+        child_id = f"{node.step_id}-{parent.transaction_id}"
         if node.options.nested:
             return _run_nested_async(child, value, child_id, child_context(parent, ctx), parent)
         return run_child_inline(child, value, ctx, child_id)

@@ -117,7 +117,7 @@ class StepRef(Reference):
         node = self._node
 
         def step_output(tx: Any) -> Any:
-            entry = tx.invoke.get(node.action)
+            entry = tx.invoke.get(node.step_id)
             return None if entry is None else entry["output"]
 
         return step_output
@@ -128,7 +128,7 @@ class StepRef(Reference):
         return self
 
     def __repr__(self) -> str:
-        return f"<output of step {self._node.action!r}>"
+        return f"<output of step {self._node.step_id!r}>"
 
 
 class PropertyRef(Reference):

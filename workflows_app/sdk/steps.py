@@ -42,7 +42,7 @@ class Step:
         # As in Medusa, a step called without input receives an empty dict.
         value = {} if input is _NO_INPUT else input
         node = StepNode(
-            action=self.name,
+            step_id=self.name,
             invoke_fn=None,
             options=self.options,
             resolve_input=compile_value(value),

@@ -135,7 +135,7 @@ def _check_step_paths(name: str, nodes: list[StepNode]) -> None:
     longest = max(nodes, key=lambda node: len(node.id), default=None)
     if longest is not None and len(longest.id) > MAX_STEP_PATH:
         raise CompositionError(
-            f"Workflow {name} is stored, but its step {longest.action} sits at a path of "
+            f"Workflow {name} is stored, but its step {longest.step_id} sits at a path of "
             f"{len(longest.id)} characters, longer than the {MAX_STEP_PATH} a stored run "
             "can record (a path names every step before it in the chain). Use shorter "
             "step names, or move part of the chain into a nested workflow (run_as_step)."
@@ -285,14 +285,14 @@ class Workflow:
                 logger.error(
                     "%s:%s:%s - %s\n%s",
                     tx.workflow_id,
-                    error.action,
+                    error.step_id,
                     error.handler_type,
                     error.error.get("message"),
                     error.error.get("stack"),
                 )
         thrown = None
         failed = tx.state in _FAILED
-        result_error = any(e.action == "_result" for e in errors)
+        result_error = any(e.step_id == "_result" for e in errors)
         if failed or result_error:
             message = errors[0].error.get("message") if errors else f"Workflow {self.name} failed"
             thrown = WorkflowError(message, errors, tx)
@@ -362,7 +362,7 @@ class Workflow:
         """Use this workflow as one step of the workflow being composed."""
         composition = current(f"{self.name}.run_as_step()")
         node = StepNode(
-            action=f"{self.name}-as-step",
+            step_id=f"{self.name}-as-step",
             invoke_fn=None,
             operation=Operation.SUB_WORKFLOW,
             resolve_input=compile_value(input),

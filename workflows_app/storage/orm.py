@@ -511,10 +511,10 @@ class OrmStorage:
 
     def _masked_context(self, tx: Transaction) -> dict:
         invoke = tx.invoke
-        nodes = tx.definition.by_action
+        nodes = tx.definition.by_step_id
         masked = {}
-        for action, entry in invoke.items():
-            node = nodes.get(action)
+        for step_id, entry in invoke.items():
+            node = nodes.get(step_id)
             sensitive = node.options.sensitive if node is not None else ()
             if sensitive:
                 compensate_input = mask_sensitive(entry.get("compensateInput"), sensitive, "output")
@@ -522,7 +522,7 @@ class OrmStorage:
                     "output": mask_sensitive(entry.get("output"), sensitive, "output"),
                     "compensateInput": mask_sensitive(compensate_input, sensitive, "input"),
                 }
-            masked[action] = entry
+            masked[step_id] = entry
         payload = self._mask_payload(tx.definition, tx.payload)
         return {"payload": payload, "invoke": masked, "compensate": tx.compensate}
 
@@ -549,12 +549,12 @@ class OrmStorage:
         loops = Q()
         for node in tx.definition.nodes:
             if node.operation == Operation.SUB_WORKFLOW:
-                keys.append(f"{prefix}{node.action}:invoke")
+                keys.append(f"{prefix}{node.step_id}:invoke")
             elif node.operation == Operation.LOOP and (
                 node.extra.get("for_each", {}).get("operation") == Operation.SUB_WORKFLOW
             ):
                 # Children of loop iterations: "<wf>:<tx>:<loop>-<i>:invoke".
-                loops |= Q(parent_step_idempotency_key__startswith=f"{prefix}{node.action}-")
+                loops |= Q(parent_step_idempotency_key__startswith=f"{prefix}{node.step_id}-")
         if not keys and not loops:
             return
         children = WorkflowExecution.objects.finished().filter(

@@ -208,7 +208,7 @@ def run_workflow(command: Command, options: dict) -> None:
         command.stdout.write("The transaction continues in the background.")
     if state in FAILED_STATES:
         errors = "; ".join(
-            f"{error.action} ({error.handler_type}): {error.error.get('message')}"
+            f"{error.step_id} ({error.handler_type}): {error.error.get('message')}"
             for error in result.errors
         )
         errors = redact.text(errors)

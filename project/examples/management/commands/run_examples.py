@@ -197,7 +197,7 @@ class Command(BaseCommand):
         for message in getattr(mail, "outbox", [])[sent_before:]:
             self.stdout.write(f"    emailed {', '.join(message.to)}: {message.subject}")
         for error in res.errors:
-            self.stdout.write(f"    step {error.action} failed: {error.error.get('message')}")
+            self.stdout.write(f"    step {error.step_id} failed: {error.error.get('message')}")
         transaction_id = res.transaction.transaction_id
         deadline = time.monotonic() + SETTLE_SECONDS
         while True:
