@@ -57,7 +57,7 @@ def _chain(effects: list[str], interrupt: int | None) -> str:
 def _interrupted_run(name: str) -> WorkflowExecution:
     with pytest.raises(ExecutorInterrupted) as raised:
         _run(name)
-    assert raised.value.action == f"{name}-slow"
+    assert raised.value.step_id == f"{name}-slow"
     assert isinstance(raised.value.cause, TaskTimeout)
     row = latest(name)
     # Released at once (not held until the lease runs out), nothing recorded as failed.

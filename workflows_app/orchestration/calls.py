@@ -99,7 +99,7 @@ def call(job: Attempt) -> None:
 def interrupted(job: Attempt, exc: BaseException) -> ExecutorInterrupted:
     """The executor was interrupted inside ``job``'s handler (e.g. by a worker's task
     timeout): the attempt gets no outcome, so nothing records it as failed."""
-    return ExecutorInterrupted(exc, job.run.action, job.handler_type)
+    return ExecutorInterrupted(exc, job.run.step_id, job.handler_type)
 
 
 async def _acall(job: Attempt) -> None:

@@ -92,10 +92,10 @@ class ExecutorInterrupted(BaseException):
     counts as an interruption; the worker entry sets it.
     """
 
-    def __init__(self, cause: BaseException, action: str, handler_type: str):
-        super().__init__(cause, action, handler_type)
+    def __init__(self, cause: BaseException, step_id: str, handler_type: str):
+        super().__init__(cause, step_id, handler_type)
         self.cause = cause
-        self.action = action
+        self.step_id = step_id
         self.handler_type = handler_type
 
     def __str__(self) -> str:
