@@ -100,7 +100,7 @@ class ExecutorInterrupted(BaseException):
 
     def __str__(self) -> str:
         return (
-            f"The executor was interrupted while step {self.action} ({self.handler_type}) "
+            f"The executor was interrupted while step {self.step_id} ({self.handler_type}) "
             f"ran: {type(self.cause).__name__}: {self.cause}"
         )
 
