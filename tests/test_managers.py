@@ -5,7 +5,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from workflows_app.models import EXECUTION_ID_PREFIX, WorkflowExecution
+from workflows_app.models import EXECUTION_ID_PREFIX, StepExecution, WorkflowExecution
 
 pytestmark = pytest.mark.django_db
 
@@ -51,6 +51,51 @@ def test_search_is_a_substring_match_and_matching_is_exact():
     bare = order.pk.removeprefix(EXECUTION_ID_PREFIX)
     assert list(WorkflowExecution.objects.matching(bare, EXECUTION_ID_PREFIX)) == [order]
     assert list(WorkflowExecution.objects.matching("checkout")) == [order]
+
+
+def test_of_run_finds_the_row_of_an_acknowledgement():
+    first = make("order-1", run_id="r1", state="done")
+    make("order-1", run_id="r2")
+    ack = {"workflow_id": "wf", "transaction_id": "order-1", "run_id": "r1", "state": "done"}
+    assert list(WorkflowExecution.objects.of_run(ack)) == [first]
+    assert not WorkflowExecution.objects.of_run({**ack, "run_id": "r3"}).exists()
+    assert not WorkflowExecution.objects.of_run({}).exists()
+
+
+def test_newest_of_lists_a_workflows_runs_newest_first():
+    older, newer = make("a"), make("b")
+    make("c", workflow_id="other")
+    assert list(WorkflowExecution.objects.newest_of("wf")) == [newer, older]
+
+
+def test_step_log_order_puts_attempts_not_started_last_on_every_database():
+    execution = make("log")
+    now = timezone.now()
+
+    def attempt(step_id, started_at):
+        return StepExecution.objects.create(
+            execution=execution,
+            step_id=step_id,
+            step_path=f"_root.{step_id}",
+            started_at=started_at,
+        )
+
+    pending = attempt("pending", None)
+    second = attempt("second", now)
+    first = attempt("first", now - timedelta(seconds=1))
+    tie = attempt("tie", now)
+    ordered = list(execution.step_executions.in_log_order())
+    assert ordered == [first, second, tie, pending]
+    assert [entry["stepId"] for entry in execution.steps_log()] == [a.step_id for a in ordered]
+
+
+def test_list_count_is_exact_then_capped():
+    for i in range(3):
+        make(f"t{i}")
+    rows = WorkflowExecution.objects.filter(workflow_id="wf")
+    assert rows.list_count(cap=5, estimate_from=1).count == 3
+    capped = rows.list_count(cap=2, estimate_from=1)
+    assert (capped.count, capped.capped, capped.estimated) == (2, True, False)
 
 
 def test_light_leaves_the_run_data_in_the_database():

@@ -8,11 +8,12 @@ of the table are methods here, each written so that an index answers it.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import connections, models, transaction
-from django.db.models import Exists, Max, Min, OuterRef, Q, Subquery
+from django.db.models import Exists, F, Max, Min, OuterRef, Q, Subquery
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
@@ -23,6 +24,15 @@ WAITING = StepLogStatus.WAITING.value
 
 #: Columns that hold run data (flow, context, payloads); lists leave them out.
 HEAVY_COLUMNS = ("execution", "context", "input_payload", "output_payload", "error", "error_stack")
+
+
+@dataclass(frozen=True)
+class ListCount:
+    """How many rows a list shows: exact, the planner's estimate, or capped."""
+
+    count: int
+    estimated: bool = False
+    capped: bool = False
 
 
 class WorkflowExecutionQuerySet(models.QuerySet):
@@ -172,6 +182,20 @@ class WorkflowExecutionQuerySet(models.QuerySet):
             ids.add(id_prefix + term)
         return self.filter(Q(pk__in=ids) | Q(transaction_id=term) | Q(workflow_id=term))
 
+    def of_run(self, acknowledgement: Mapping[str, Any]) -> WorkflowExecutionQuerySet:
+        """The stored row of the run an acknowledgement (``RunResult.acknowledgement``)
+        describes, by the ``(workflow_id, transaction_id, run_id)`` unique key; empty
+        when the run is not stored."""
+        return self.filter(
+            workflow_id=acknowledgement.get("workflow_id"),
+            transaction_id=acknowledgement.get("transaction_id"),
+            run_id=acknowledgement.get("run_id"),
+        )
+
+    def newest_of(self, workflow_id: str) -> WorkflowExecutionQuerySet:
+        """Runs of ``workflow_id``, newest first (by the ULID primary key)."""
+        return self.filter(workflow_id=workflow_id).order_by("-pk")
+
     def light(self) -> WorkflowExecutionQuerySet:
         """Without the JSON columns of run data: what a list of runs needs."""
         return self.defer(*HEAVY_COLUMNS)
@@ -185,6 +209,19 @@ class WorkflowExecutionQuerySet(models.QuerySet):
     def count_up_to(self, cap: int) -> int:
         """``min(count, cap + 1)``, reading at most ``cap + 1`` index entries."""
         return self.order_by().values("pk")[: cap + 1].count()
+
+    def list_count(self, cap: int, estimate_from: int) -> ListCount:
+        """The count a paginated list shows, without counting a whole large table:
+        unfiltered on PostgreSQL, the planner's estimate when it is at least
+        ``estimate_from``; otherwise a count that stops after ``cap`` rows."""
+        if not self.query.where:
+            estimate = self.estimated_total()
+            if estimate is not None and estimate >= estimate_from:
+                return ListCount(estimate, estimated=True)
+        found = self.count_up_to(cap)
+        if found > cap:
+            return ListCount(cap, capped=True)
+        return ListCount(found)
 
     def estimated_total(self) -> int | None:
         """The planner's row estimate of the whole table on PostgreSQL (kept fresh by
@@ -235,6 +272,18 @@ class WorkflowExecutionQuerySet(models.QuerySet):
 
 
 WorkflowExecutionManager = models.Manager.from_queryset(WorkflowExecutionQuerySet)
+
+
+class StepExecutionQuerySet(models.QuerySet):
+    """Queries on :class:`~workflows_app.models.StepExecution` rows (the step log)."""
+
+    def in_log_order(self) -> StepExecutionQuerySet:
+        """The step log's order on every database: by ``started_at`` with attempts
+        not started yet last, then by ``id`` (the order of ``steps_log()``)."""
+        return self.order_by(F("started_at").asc(nulls_last=True), "id")
+
+
+StepExecutionManager = models.Manager.from_queryset(StepExecutionQuerySet)
 
 
 def progress_annotations(queryset: models.QuerySet) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from ulid import ULID
 
-from .managers import WorkflowExecutionManager
+from .managers import StepExecutionManager, WorkflowExecutionManager
 from .orchestration import codec
 from .orchestration.definition import MAX_STEP_PATH
 from .status import (
@@ -450,6 +450,8 @@ class StepExecution(models.Model):
         blank=True,
         help_text=_("When the recorded answer arrived."),
     )
+
+    objects = StepExecutionManager()
 
     class Meta:
         db_table = "workflow_step_execution"

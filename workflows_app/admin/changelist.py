@@ -30,15 +30,11 @@ LIST_COLUMNS = (
 
 
 class EstimatedCountPaginator(Paginator):
-    """A paginator that never counts a whole large table.
-
-    Django's ``ChangeList`` always reads ``paginator.count``. Here:
-
-    * unfiltered, on PostgreSQL: the planner's row estimate (``pg_class.reltuples``,
-      kept fresh by autovacuum/ANALYZE) when it is at least :attr:`estimate_from`;
-    * otherwise: ``SELECT COUNT(*) FROM (... LIMIT cap + 1)``, so at most
-      :attr:`cap` + 1 index entries are read; beyond that the list shows "more than".
-    """
+    """A paginator that never counts a whole large table: Django's ``ChangeList``
+    always reads ``paginator.count``, which is here the queryset's
+    :meth:`~workflows_app.managers.WorkflowExecutionQuerySet.list_count` (the
+    planner's estimate, or a count capped at :attr:`cap`; the list then says
+    "about" or "more than")."""
 
     cap = 10_000
     estimate_from = 10_000
@@ -50,16 +46,10 @@ class EstimatedCountPaginator(Paginator):
         queryset = self.object_list
         if not isinstance(queryset, WorkflowExecutionQuerySet):
             return super().count
-        if not queryset.query.where:
-            estimate = queryset.estimated_total()
-            if estimate is not None and estimate >= self.estimate_from:
-                self.count_is_estimate = True
-                return estimate
-        found = queryset.count_up_to(self.cap)
-        if found > self.cap:
-            self.count_is_capped = True
-            return self.cap
-        return found
+        counted = queryset.list_count(self.cap, self.estimate_from)
+        self.count_is_estimate = counted.estimated
+        self.count_is_capped = counted.capped
+        return counted.count
 
 
 class ExecutionChangeList(ChangeList):

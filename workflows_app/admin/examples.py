@@ -23,8 +23,8 @@ def run_input_example(workflow: Any) -> tuple[Any, str] | None:
     if workflow.options.get("input_example") is not None:
         return workflow.options["input_example"], _("the workflow's input_example option")
     last = (
-        WorkflowExecution.objects.filter(workflow_id=workflow.name, input_payload__isnull=False)
-        .order_by("-pk")
+        WorkflowExecution.objects.newest_of(workflow.name)
+        .filter(input_payload__isnull=False)
         .values_list("input_payload", flat=True)
         .first()
     )
@@ -36,8 +36,8 @@ def run_input_example(workflow: Any) -> tuple[Any, str] | None:
 def step_response_example(workflow_id: str, step_id: str) -> Any:
     """The output ``step_id`` gave in the newest run that got past it, or ``None``."""
     contexts = (
-        WorkflowExecution.objects.filter(workflow_id=workflow_id, state=TransactionState.DONE)
-        .order_by("-pk")
+        WorkflowExecution.objects.newest_of(workflow_id)
+        .filter(state=TransactionState.DONE)
         .values_list("context", flat=True)[:1]
     )
     for context in contexts:

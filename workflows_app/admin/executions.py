@@ -134,7 +134,7 @@ class WorkflowExecutionAdmin(ReadOnlyAdmin):
     def detail_context(self, request: HttpRequest, obj: WorkflowExecution) -> dict[str, Any]:
         """Everything the detail page shows, computed from the row and its step rows."""
         execution = obj.execution if isinstance(obj.execution, dict) else {}
-        attempts = list(StepExecution.objects.filter(execution=obj).order_by("started_at", "id"))
+        attempts = list(obj.step_executions.in_log_order())
         attempts_by_path: dict[str, list[StepExecution]] = defaultdict(list)
         for attempt in attempts:
             attempts_by_path[attempt.step_path].append(attempt)
@@ -410,16 +410,7 @@ class WorkflowExecutionAdmin(ReadOnlyAdmin):
 
     @staticmethod
     def stored_execution(result: Any) -> WorkflowExecution | None:
-        ack = result.acknowledgement or {}
-        return (
-            WorkflowExecution.objects.filter(
-                workflow_id=ack.get("workflow_id"),
-                transaction_id=ack.get("transaction_id"),
-                run_id=ack.get("run_id"),
-            )
-            .only("id")
-            .first()
-        )
+        return WorkflowExecution.objects.of_run(result.acknowledgement or {}).only("id").first()
 
     @method_decorator(require_http_methods(["GET", "HEAD", "POST"]))
     def cancel_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
