@@ -121,24 +121,25 @@ def pending(execution_id: str) -> QuerySet:
     )
 
 
+def _waiting(workflow_id: str, transaction_id: str, step_id: str, action: str) -> QuerySet:
+    """The waiting attempts of one step handler of the unfinished run."""
+    return StepExecution.objects.filter(
+        execution__workflow_id=workflow_id,
+        execution__transaction_id=transaction_id,
+        execution__state__in=UNFINISHED_STATES,
+        step_id=step_id,
+        handler_type=action,
+        iteration=0,
+        status=StepLogStatus.WAITING,
+    )
+
+
 def record(workflow_id: str, transaction_id: str, answer: Answer) -> bool:
     """Record ``answer`` on the waiting attempt of the unfinished run; ``False`` when
     the step no longer waits or already has an answer (the first one wins)."""
     data = answer.stored()
-    attempt = (
-        StepExecution.objects.filter(
-            execution__workflow_id=workflow_id,
-            execution__transaction_id=transaction_id,
-            execution__state__in=UNFINISHED_STATES,
-            step_id=answer.step_id,
-            handler_type=answer.action,
-            iteration=0,
-            status=StepLogStatus.WAITING,
-        )
-        .order_by("-attempt")
-        .values_list("pk", flat=True)
-        .first()
-    )
+    waiting = _waiting(workflow_id, transaction_id, answer.step_id, answer.action)
+    attempt = waiting.order_by("-attempt").values_list("pk", flat=True).first()
     if attempt is None:
         return False
     return bool(
@@ -150,20 +151,13 @@ def record(workflow_id: str, transaction_id: str, answer: Answer) -> bool:
 
 def is_recorded(workflow_id: str, transaction_id: str, step_id: str, action: str) -> bool:
     """Whether the step has an answer recorded and not applied yet."""
-    return StepExecution.objects.filter(
-        execution__workflow_id=workflow_id,
-        execution__transaction_id=transaction_id,
-        execution__state__in=UNFINISHED_STATES,
-        step_id=step_id,
-        handler_type=action,
-        status=StepLogStatus.WAITING,
-        answered_at__isnull=False,
-    ).exists()
+    waiting = _waiting(workflow_id, transaction_id, step_id, action)
+    return waiting.filter(answered_at__isnull=False).exists()
 
 
 def apply_first(tx: Transaction) -> bool:
     """Apply the earliest answer recorded for the run ``tx``, which this process has
-    just claimed; ``False`` when there is none (the run is still held).
+    just claimed; ``False`` when there is none to apply (``tx`` is still held then).
 
     An answer to a step the run no longer waits for (it was cancelled, or retried
     meanwhile) is dropped with a warning."""
