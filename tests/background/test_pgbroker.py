@@ -208,6 +208,51 @@ def test_acknowledgements_are_deleted_by_the_thread(broker):
     )
 
 
+def _terminate(raw) -> None:
+    """``pg_terminate_backend`` of a broker's own connection, from this test's session."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", [raw.get_backend_pid()])
+        assert cursor.fetchone() == (True,)
+
+
+def test_a_claimer_whose_connection_died_listens_again(broker, monkeypatch):
+    # As after a database restart: the LISTEN session is gone, tasks came meanwhile.
+    monkeypatch.setattr(postgres, "RECONNECT_SECONDS", 0.1)
+    monkeypatch.setattr(postgres, "IDLE_CLAIM_SECONDS", 30)
+    _terminate(broker._listen())
+    missed = broker.enqueue("while-down")
+
+    assert broker.dequeue() is None  # the dead session: logged, dropped
+    began = time.monotonic()
+    assert broker.dequeue() == [(missed, "while-down")]  # claimed before any wait
+    assert time.monotonic() - began < 10
+    # The new session listens: a later enqueue wakes a waiting claim.
+    thread, out = _claim_in_thread(broker)
+    time.sleep(0.3)
+    broker.enqueue("woken")
+    thread.join(timeout=15)
+
+    assert payloads(out["claimed"]) == ["woken"]
+    assert out["seconds"] < 10
+
+
+def test_acknowledgements_survive_a_dead_connection(broker, monkeypatch):
+    monkeypatch.setattr(postgres, "RECONNECT_SECONDS", 0.1)
+    first, *rest = [broker.enqueue(f"t{n}") for n in range(5)]
+    broker.acknowledge(first)
+    broker.flush_acknowledgements()
+    _terminate(broker._acks._raw)
+    for task_id in rest:
+        broker.acknowledge(task_id)
+
+    wait_until(
+        lambda: not OrmQ.objects.filter(pk__in=[first, *rest]).exists(),
+        [],
+        "the acknowledged tasks to be deleted on a new connection",
+        10,
+    )
+
+
 # Real qcluster processes.
 
 
