@@ -17,19 +17,22 @@ from .scenario import SCENARIO_MARKS
 
 pytestmark = SCENARIO_MARKS
 
-DOWN_SECONDS = 3.0
+# Leases short enough that the workers renew them (``LeaseKeeper``) across the
+# restart and that the longer outage outlasts every lease held when it began.
+LEASE_SECONDS = 4
+# A clean shutdown (sessions terminated) a quarter of the way, a crash at half.
+OUTAGES = ((0.25, "fast", 3.0), (0.5, "immediate", LEASE_SECONDS + 2.0))
 
 
 def test_postgresql_server_stopped_and_restarted_mid_run(private_postgres, fault_cluster, chain):
     assert f":{private_postgres.port}/" in database_url()
-    cluster = fault_cluster(DATABASE_URL=database_url())
+    cluster = fault_cluster(DATABASE_URL=database_url(), BG_LEASE_SECONDS=str(LEASE_SECONDS))
     scenario = chain("pg-restart")
-    # A clean shutdown (sessions terminated) a quarter of the way, a crash at half.
-    for share, mode in ((0.25, "fast"), (0.5, "immediate")):
+    for share, mode, down in OUTAGES:
         scenario.wait_for_progress(share, cluster)
         private_postgres.stop(mode)
-        scenario.fault(f"PostgreSQL stopped (-m {mode})")
-        time.sleep(DOWN_SECONDS)
+        scenario.fault(f"PostgreSQL stopped (-m {mode}) for {down:g} s")
+        time.sleep(down)
         private_postgres.start()
         # This process's own session died with the server.
         connection.close()
