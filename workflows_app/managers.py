@@ -108,31 +108,51 @@ class WorkflowExecutionQuerySet(models.QuerySet):
         """Delete expired runs with their step rows, ``batch_size`` at a time, by
         set-based statements in the database; returns how many runs were deleted.
 
-        A batch is the first ``batch_size`` expired runs in ``(expires_at, id)`` order,
-        a unique key the ``wf_exec_expires_idx`` index walks: ties of any size cannot
-        stall it, and since each batch deletes what it chose the next one starts after
-        it. The cost is that of what is deleted; with nothing expired a sweep is one
-        index probe. On PostgreSQL a batch is one statement; elsewhere two statements
-        in one transaction.
+        A batch is the next ``batch_size`` expired runs in ``(expires_at, id)`` order,
+        a unique key the ``wf_exec_expires_idx`` index walks, starting after the last
+        key of the previous batch: ties of any size cannot stall it, and no batch
+        walks again over the index entries of rows deleted before it (PostgreSQL
+        leaves them until VACUUM; re-reading them made the sweep quadratic). The cost
+        is that of what is deleted; with nothing expired a sweep is one index probe.
+        On PostgreSQL a batch is one statement; elsewhere three in one transaction.
         """
         now = now or timezone.now()
         size = max(int(batch_size), 1)
         total = 0
+        after: tuple[datetime.datetime, str] | None = None
         while True:
-            deleted = self._delete_expired_batch(now, size)
+            deleted, after = self._delete_expired_batch(now, size, after)
             total += deleted
             if deleted and progress is not None:
                 progress(total)
-            if deleted < size:
+            if after is None:
                 return total
 
-    def _delete_expired_batch(self, now: datetime.datetime, size: int) -> int:
+    def _expired_after(
+        self, now: datetime.datetime, after: tuple[datetime.datetime, str] | None
+    ) -> WorkflowExecutionQuerySet:
+        """Expired runs whose ``(expires_at, id)`` is greater than ``after``, written
+        so that the index range starts at ``after``'s expiry."""
+        expired = self.expired(now)
+        if after is None:
+            return expired
+        moment, pk = after
+        return expired.filter(expires_at__gte=moment).filter(
+            Q(expires_at__gt=moment) | Q(id__gt=pk)
+        )
+
+    def _delete_expired_batch(
+        self, now: datetime.datetime, size: int, after: tuple[datetime.datetime, str] | None
+    ) -> tuple[int, tuple[datetime.datetime, str] | None]:
+        """Delete the batch after the key ``after``: ``(deleted, last key of the
+        batch)``, the key ``None`` when the batch was the last one. A chosen run
+        re-opened meanwhile is kept (``deleted`` is then smaller than the batch)."""
         StepExecution = self.model._meta.get_field("step_executions").related_model
         connection = connections[self.db]
-        batch = self.expired(now).order_by("expires_at", "id")[:size]
+        candidates = self._expired_after(now, after).order_by("expires_at", "id")
         with transaction.atomic(using=self.db):
             if connection.vendor == "postgresql":
-                chosen, params = batch.values("id").query.sql_with_params()
+                batch, params = candidates[:size].values("id", "expires_at").query.sql_with_params()
                 qn = connection.ops.quote_name
                 executions = qn(self.model._meta.db_table)
                 steps = qn(StepExecution._meta.db_table)
@@ -143,17 +163,30 @@ class WorkflowExecutionQuerySet(models.QuerySet):
                     # (a run re-opened) is checked again and kept. Step rows go with
                     # their executions (the foreign key is checked at commit).
                     cursor.execute(
-                        f"WITH batch AS ({chosen}), gone AS (DELETE FROM {executions} e "
+                        f"WITH batch AS ({batch}), gone AS (DELETE FROM {executions} e "
                         f"USING batch WHERE e.id = batch.id AND e.expires_at <= %s "
                         f"AND e.state IN ({finished}) RETURNING e.id), "
                         f"steps AS (DELETE FROM {steps} s USING gone WHERE s.{column} = gone.id) "
-                        f"SELECT count(*) FROM gone",
+                        f"SELECT (SELECT count(*) FROM batch), (SELECT count(*) FROM gone), "
+                        f"last.expires_at, last.id FROM (SELECT 1) one LEFT JOIN ("
+                        f"SELECT expires_at, id FROM batch ORDER BY expires_at DESC, id DESC "
+                        f"LIMIT 1) last ON true",
                         [*params, now, *FINISHED_STATES],
                     )
-                    return cursor.fetchone()[0]
-            ids = Subquery(batch.values("pk"))
+                    chosen, deleted, moment, pk = cursor.fetchone()
+                    return deleted, (moment, pk) if chosen == size else None
+            # Elsewhere: the batch's last key (None: fewer rows than a batch left),
+            # then the rows up to it.
+            last = next(iter(candidates.values_list("expires_at", "id")[size - 1 : size]), None)
+            if last is not None:
+                moment, pk = last
+                candidates = candidates.filter(
+                    Q(expires_at__lt=moment) | Q(expires_at=moment, id__lte=pk)
+                )
+            ids = Subquery(candidates.order_by().values("pk"))
             StepExecution.objects.using(self.db).filter(execution_id__in=ids)._raw_delete(self.db)
-            return self.model._base_manager.using(self.db).filter(pk__in=ids)._raw_delete(self.db)
+            runs = self.model._base_manager.using(self.db).filter(pk__in=ids)
+            return runs._raw_delete(self.db), last
 
     # Searching and listing
 

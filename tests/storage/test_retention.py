@@ -301,6 +301,28 @@ def test_ties_larger_than_a_batch_do_not_stop_the_sweep():
     assert StepExecution.objects.filter(execution__workflow_id="retention-rows").count() == 5
 
 
+def test_sweep_is_a_few_statements_per_batch_and_reads_no_row_into_python():
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    past = timezone.now() - timedelta(seconds=1)
+    for i in range(5):
+        _finished_row(f"old-{i}", past)
+
+    with CaptureQueriesContext(connection) as captured:
+        deleted = workflow_engine.clear_expired_executions(batch_size=2)
+
+    assert deleted == 5
+    control = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE SAVEPOINT")
+    work = [q["sql"] for q in captured.captured_queries if not q["sql"].upper().startswith(control)]
+    # Three batches (2, 2, 1): one statement each on PostgreSQL; elsewhere the batch's
+    # last key, then the step rows and the executions.
+    per_batch = 1 if connection.vendor == "postgresql" else 3
+    assert len(work) == 3 * per_batch, "\n".join(work)
+    assert not any('"execution"' in sql or '"context"' in sql for sql in work)
+    assert StepExecution.objects.filter(execution__workflow_id="retention-rows").count() == 0
+
+
 def test_running_and_unexpired_rows_are_never_deleted():
     past = timezone.now() - timedelta(days=1)
     # A run re-opened (or left by a killed worker) keeps no claim to expiry.
