@@ -64,11 +64,12 @@ def add_steps(per_run: int) -> None:
         """
         INSERT INTO workflow_step_execution (
             execution_id, step_id, step_path, step_name, handler_type, operation, status,
-            attempt, iteration, input, output, started_at, ended_at, duration_ms
+            attempt, iteration, input, output, started_at, ended_at, duration_ms,
+            task_id, worker
         )
         SELECT e.id, 'step-' || n, '_root.step-' || n, 'step-' || n, 'invoke', 'step',
                'COMPLETED', 1, 0, '{"order": 1}'::jsonb, '{"ok": true}'::jsonb,
-               e.created_at, e.created_at, 1
+               e.created_at, e.created_at, 1, '', ''
         FROM workflow_execution e CROSS JOIN generate_series(1, %s) AS n
         WHERE e.workflow_id LIKE 'latency-%%'
         """,
