@@ -161,12 +161,15 @@ class WorkflowExecutionQuerySet(models.QuerySet):
                 with connection.cursor() as cursor:
                     # The DELETE repeats the batch's conditions: a row changed meanwhile
                     # (a run re-opened) is checked again and kept. Step rows go with
-                    # their executions (the foreign key is checked at commit).
+                    # their executions, found through the index that starts with the
+                    # execution id (= ANY(ARRAY(...)): a join was planned as a hash join
+                    # over the whole step table, 4 s a batch at 5,000,000 step rows).
                     cursor.execute(
                         f"WITH batch AS ({batch}), gone AS (DELETE FROM {executions} e "
                         f"USING batch WHERE e.id = batch.id AND e.expires_at <= %s "
                         f"AND e.state IN ({finished}) RETURNING e.id), "
-                        f"steps AS (DELETE FROM {steps} s USING gone WHERE s.{column} = gone.id) "
+                        f"steps AS (DELETE FROM {steps} s "
+                        f"WHERE s.{column} = ANY(ARRAY(SELECT id FROM gone))) "
                         f"SELECT (SELECT count(*) FROM batch), (SELECT count(*) FROM gone), "
                         f"last.expires_at, last.id FROM (SELECT 1) one LEFT JOIN ("
                         f"SELECT expires_at, id FROM batch ORDER BY expires_at DESC, id DESC "
