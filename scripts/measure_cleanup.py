@@ -14,7 +14,8 @@ database set-up), then:
 2. adds ``--steps-per-run`` step rows per execution (0: none, as seeded), marks the
    unfinished seeded rows finished, and times a sweep a year later, which deletes
    them all, while a thread runs a stored three-step workflow again and again;
-   prints how many of those runs succeeded, failed, and their slowest duration.
+   prints how many of those runs succeeded, failed, and their slowest duration, and
+   what the sweep cost the server: WAL written and CPU of its server process.
 
 The seeded rows are deleted by the second sweep: each invocation seeds again.
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import sys
 import threading
 import time
@@ -112,6 +114,38 @@ class RunsMeanwhile(threading.Thread):
             connection.close()
 
 
+class DatabaseWork:
+    """WAL bytes written by the server and CPU seconds of this connection's server
+    process between two readings (the CPU only when PostgreSQL runs on this machine
+    and its ``/proc`` entry is readable; ``None`` otherwise)."""
+
+    def __init__(self) -> None:
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid(), pg_current_wal_lsn()")
+            pid, self.lsn = cursor.fetchone()
+        self.stat = Path(f"/proc/{pid}/stat")
+        self.cpu = self._cpu()
+
+    def _cpu(self) -> float | None:
+        try:
+            fields = self.stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def report(self) -> str:
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s)", [self.lsn])
+            wal = float(cursor.fetchone()[0])
+        cpu = self._cpu()
+        used = "" if cpu is None or self.cpu is None else f", server CPU {cpu - self.cpu:.1f} s"
+        return f"WAL written {wal / 1e6:,.0f} MB{used}"
+
+
 def register_workflow() -> str:
     from workflows_app.sdk import create_step, create_workflow
 
@@ -176,9 +210,11 @@ def main(argv: list[str] | None = None) -> int:
     runs.start()
     time.sleep(1.0)
     before = runs.succeeded
+    work = DatabaseWork()
     started = time.perf_counter()
     deleted = WorkflowExecution.objects.delete_expired(args.batch_size, now=later)
     elapsed = time.perf_counter() - started
+    print(work.report())
     during = runs.succeeded - before
     runs.stop.set()
     runs.join(timeout=30)
