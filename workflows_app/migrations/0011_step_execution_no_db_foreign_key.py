@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('workflows_app', '0008_codec_encoder'),
+        ('workflows_app', '0010_step_answer'),
     ]
 
     operations = [
