@@ -147,7 +147,9 @@ Q_CLUSTER = {
     "retry": 420,
     "max_attempts": 1,
     "ack_failures": True,
-    "save_limit": 1000,
+    # No pruning per task by django-q2 (system check workflows_app.W003): the
+    # cleanup schedule deletes old successes (WORKFLOWS["TASK_RESULT_RETENTION_DAYS"]).
+    "save_limit": 0,
     "catch_up": False,
     "poll": 0.05,
     "label": "Task queue",

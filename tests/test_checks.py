@@ -15,13 +15,20 @@ from workflows_app.checks import (
     check_django_q_setup,
     check_extras,
     check_q_cluster,
+    check_task_results,
     check_workflows_settings,
 )
 from workflows_app.conf import DEFAULTS
 from workflows_app.sdk import create_workflow
 
-GOOD_Q_CLUSTER = {"name": "t", "orm": "default", "timeout": 300, "retry": 420}
-REDIS_Q_CLUSTER = {"name": "t", "redis": "redis://localhost:6379/0", "timeout": 300, "retry": 420}
+GOOD_Q_CLUSTER = {"name": "t", "orm": "default", "timeout": 300, "retry": 420, "save_limit": 0}
+REDIS_Q_CLUSTER = {
+    "name": "t",
+    "redis": "redis://localhost:6379/0",
+    "timeout": 300,
+    "retry": 420,
+    "save_limit": 0,
+}
 
 
 def ids(messages):
@@ -174,7 +181,10 @@ def test_a_missing_q_cluster_is_e004_only(settings):
     [error] = check_django_q_setup()
     assert (error.id, error.level) == ("workflows_app.E004", checks.ERROR)
     assert "Q_CLUSTER is not set" in error.msg
-    assert 'Q_CLUSTER = {"name": "workflows", "timeout": 300, "retry": 420}' in error.hint
+    assert (
+        'Q_CLUSTER = {"name": "workflows", "timeout": 300, "retry": 420, "save_limit": 0}'
+        in error.hint
+    )
 
 
 def test_e003_when_django_q_is_not_installed(settings):
@@ -304,3 +314,33 @@ def test_default_broker_follows_the_database(is_postgres):
     q_cluster = {"timeout": 300, "retry": 420, **expected}
     with override_settings(WORKFLOWS={"BACKGROUND": "django_q"}, Q_CLUSTER=q_cluster):
         assert check_q_cluster() == []
+
+
+@pytest.mark.parametrize("save_limit", [None, 1000, 1])
+def test_w003_django_q_prunes_results_per_task(save_limit):
+    q_cluster = {**GOOD_Q_CLUSTER}
+    del q_cluster["save_limit"]
+    if save_limit is not None:
+        q_cluster["save_limit"] = save_limit
+    with override_settings(WORKFLOWS={"BACKGROUND": "django_q"}, Q_CLUSTER=q_cluster):
+        [warning] = check_task_results()
+    assert (warning.id, warning.level) == ("workflows_app.W003", checks.WARNING)
+    assert f"'save_limit' is {save_limit or 250}" in warning.msg
+    assert "TASK_RESULT_RETENTION_DAYS" in warning.hint
+
+
+@pytest.mark.parametrize("save_limit", [0, -1])
+def test_w003_silent_without_pruning_by_django_q(save_limit):
+    q_cluster = {**GOOD_Q_CLUSTER, "save_limit": save_limit}
+    with override_settings(WORKFLOWS={"BACKGROUND": "django_q"}, Q_CLUSTER=q_cluster):
+        assert check_task_results() == []
+    with override_settings(WORKFLOWS={"BACKGROUND": "immediate"}, Q_CLUSTER={"name": "t"}):
+        assert check_task_results() == []
+
+
+@pytest.mark.parametrize("value", [0, -1, "7", True])
+def test_task_result_retention_must_be_positive_or_none(value):
+    with override_settings(WORKFLOWS={"TASK_RESULT_RETENTION_DAYS": value}):
+        assert ids(check_workflows_settings()) == ["workflows_app.E002"]
+    with override_settings(WORKFLOWS={"TASK_RESULT_RETENTION_DAYS": None}):
+        assert check_workflows_settings() == []

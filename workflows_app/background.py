@@ -108,8 +108,9 @@ class DjangoQScheduler:
         from django_q.tasks import async_task
 
         def send() -> None:
-            # Results are kept (django-q2 prunes successes beyond Q_CLUSTER["save_limit"]),
-            # so an attempt's task id (StepExecution.task_id) leads to its task.
+            # Results are kept (the cleanup schedule prunes old successes, see
+            # prune_task_results), so an attempt's task id (StepExecution.task_id)
+            # leads to its task.
             async_task(func, *args, save=True)
 
         def send_after_commit() -> None:
@@ -309,6 +310,21 @@ class ImmediateScheduler:
                 due = recurrence.next_after(moment).timestamp()
                 self._add(timer.key, due, timer.func, timer.args, recurrence, runs)
         timer.func(*timer.args)
+
+
+def prune_task_results(retention_days: float | None, now: datetime.datetime | None = None) -> int:
+    """Delete django-q2's saved successes that stopped more than ``retention_days``
+    ago, in one ``DELETE`` (no row read into Python); returns the count.
+
+    The app saves its tasks' results so that an attempt leads to its task; with
+    ``Q_CLUSTER["save_limit"]`` 0 django-q2 never prunes them, which is cheaper per
+    task than its own pruning (see system check ``workflows_app.W003``)."""
+    if retention_days is None or not apps.is_installed("django_q"):
+        return 0
+    from django_q.models import Success
+
+    cutoff = (now or timezone.now()) - datetime.timedelta(days=retention_days)
+    return Success.objects.filter(stopped__lt=cutoff).delete()[0]
 
 
 def worker_interruptions() -> tuple[type[BaseException], ...]:

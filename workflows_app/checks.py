@@ -72,6 +72,9 @@ def _value_problem(key: str, value: Any) -> str | None:
     elif key in ("LEASE_SECONDS", "RECOVERY_INTERVAL_SECONDS", "CLEANUP_INTERVAL_MINUTES"):
         if not _is_positive_number(value):
             return "a positive number"
+    elif key == "TASK_RESULT_RETENTION_DAYS":
+        if value is not None and not _is_positive_number(value):
+            return "a positive number of days, or None (keep them)"
     elif key == "SCHEDULER_TICK_SECONDS":
         if not (isinstance(value, Real) and not isinstance(value, bool) and value >= 0):
             return "a number of seconds, 0 or more"
@@ -133,8 +136,11 @@ def check_workflows_settings(app_configs: Any = None, **kwargs: Any) -> list[Che
 
 
 # The smallest Q_CLUSTER that works everywhere: no broker named (the app picks a
-# database broker, see workflows_app.brokers), 'retry' above 'timeout' (see W001).
-Q_CLUSTER_EXAMPLE = 'Q_CLUSTER = {"name": "workflows", "timeout": 300, "retry": 420}'
+# database broker, see workflows_app.brokers), 'retry' above 'timeout' (see W001),
+# no pruning by django-q2's monitor (see W003).
+Q_CLUSTER_EXAMPLE = (
+    'Q_CLUSTER = {"name": "workflows", "timeout": 300, "retry": 420, "save_limit": 0}'
+)
 
 
 def _missing_module(name: str) -> bool:
@@ -285,3 +291,34 @@ def check_q_cluster(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage
             )
         )
     return messages
+
+
+# django-q2's default Q_CLUSTER["save_limit"].
+DJANGO_Q_SAVE_LIMIT = 250
+
+
+@register(Tags.compatibility, TAG)
+def check_task_results(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """``workflows_app.W003``: django-q2 prunes saved results per task (``save_limit``
+    above 0) while the app's tasks are saved."""
+    q_cluster = getattr(settings, "Q_CLUSTER", None)
+    if not isinstance(q_cluster, Mapping) or _background() != "django_q":
+        return []
+    save_limit = q_cluster.get("save_limit", DJANGO_Q_SAVE_LIMIT)
+    if not (_is_int(save_limit) and save_limit > 0):
+        return []
+    return [
+        CheckWarning(
+            f"Q_CLUSTER 'save_limit' is {save_limit} (django-q2's default is "
+            f"{DJANGO_Q_SAVE_LIMIT}): django-q2's monitor reads and locks every kept "
+            "success after each task to delete the oldest one.",
+            hint=(
+                "That costs the single monitor process milliseconds per task, growing "
+                "with the limit, and caps the task rate. Set 'save_limit': 0 (no pruning "
+                "by django-q2): workflows_app's cleanup schedule deletes successes older "
+                "than WORKFLOWS['TASK_RESULT_RETENTION_DAYS'] in one statement."
+            ),
+            obj="settings.Q_CLUSTER",
+            id="workflows_app.W003",
+        )
+    ]

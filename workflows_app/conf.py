@@ -40,6 +40,10 @@ DEFAULTS: dict[str, Any] = {
     "PARALLEL_THREADS": 4,
     # Period of the django-q2 schedule that deletes expired executions.
     "CLEANUP_INTERVAL_MINUTES": 30,
+    # The cleanup schedule also deletes django-q2's saved task successes older than
+    # this many days, in one statement (with Q_CLUSTER["save_limit"] 0, django-q2 itself
+    # prunes nothing); None keeps them.
+    "TASK_RESULT_RETENTION_DAYS": 7,
     # Period of the django-q2 schedule that resumes executions whose worker died.
     "RECOVERY_INTERVAL_SECONDS": 60,
     # django-q2 turns due schedules into tasks only every ~30 s; each qcluster worker

@@ -70,10 +70,16 @@ def run_scheduled(workflow_id: str) -> str:
 
 
 def clear_expired_executions() -> int:
-    """The cleanup schedule: delete executions whose retention is over."""
+    """The cleanup schedule: delete executions whose retention is over, then
+    django-q2's saved successes older than ``WORKFLOWS["TASK_RESULT_RETENTION_DAYS"]``.
+    Returns the number of executions deleted."""
+    from .background import prune_task_results
+    from .conf import workflows_settings
     from .engine import workflow_engine
 
-    return workflow_engine.clear_expired_executions()
+    deleted = workflow_engine.clear_expired_executions()
+    prune_task_results(workflows_settings.TASK_RESULT_RETENTION_DAYS)
+    return deleted
 
 
 def recover() -> int:
