@@ -15,6 +15,7 @@ assembled from its parts: ``outcomes`` (applying what an attempt returned),
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from . import codec
@@ -279,22 +280,9 @@ class Orchestrator(Outcomes, Compensation, Timers, Replay):
         ``async_`` steps run their handler here, where ``run()`` was called, as in
         Medusa: a handler that returns no ``StepResponse`` leaves the step waiting.
         """
-        if tx.in_background or not tx.stored or tx.replay:
-            return False
-        steps = tx.steps
-        for index in batch:
-            options = steps[index].node.options
-            if handler_type == HandlerType.INVOKE:
-                if options.async_ and (options.background_execution or options.nested):
-                    tx.hand_off = True
-                    return True
-            elif (
-                options.compensate_async
-                and not options.no_compensation
-                and steps[index].node.compensate_fn is not None
-            ):
-                tx.hand_off = True
-                return True
+        if needs_worker(tx, batch, handler_type):
+            tx.hand_off = True
+            return True
         return False
 
     def _run_batch(self, tx: Transaction, batch: list[int], handler_type: str) -> None:
@@ -414,3 +402,26 @@ class Orchestrator(Outcomes, Compensation, Timers, Replay):
 
 
 orchestrator = Orchestrator()
+
+
+def needs_worker(tx: Transaction, batch: Iterable[int], handler_type: str) -> bool:
+    """Whether the run, here, must stop before ``batch`` and be queued for a worker
+    (see :meth:`Orchestrator._must_hand_off`). The storage asks it for the root steps
+    when a run starts: a run handed over at once needs no synchronous commit of its
+    own start, the hand-over's covers it."""
+    if tx.in_background or not tx.stored or tx.replay or not tx.definition.has_async:
+        return False
+    steps = tx.steps
+    for index in batch:
+        node = steps[index].node
+        options = node.options
+        if handler_type == HandlerType.INVOKE:
+            if options.async_ and (options.background_execution or options.nested):
+                return True
+        elif (
+            options.compensate_async
+            and not options.no_compensation
+            and node.compensate_fn is not None
+        ):
+            return True
+    return False

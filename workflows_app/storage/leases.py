@@ -42,6 +42,9 @@ class Handle:
     owner: str = ""
     lease_until: float = 0.0
     flushed: bool = False
+    # The execution row's INSERT was committed without waiting for the disk (the run
+    # is handed over at once): the next write of the row must wait for it.
+    start_unflushed: bool = False
     cancel_requested: bool = False
     cancel_checked: float = field(default_factory=time.monotonic)
     waiting: set = field(default_factory=set)

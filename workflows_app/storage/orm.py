@@ -38,6 +38,7 @@ from ..orchestration import (
     runtime,
     storable,
 )
+from ..orchestration.orchestrator import needs_worker
 from ..redaction import RunRedactor, for_run, mask_sensitive
 from ..status import FINISHED_STATES
 from ..worker import current_task_id, process_label
@@ -114,6 +115,9 @@ class OrmStorage:
         tx.metadata["context"] = tx.context
         owner = new_owner()
         pk = new_execution_id()
+        # A run that stops before its first step to be queued commits its start with
+        # the hand-over, one synchronous commit instead of two.
+        handed_over = needs_worker(tx, tx.definition.root_indices, HandlerType.INVOKE)
         try:
             insert_execution(
                 {
@@ -137,12 +141,14 @@ class OrmStorage:
                     "version": 0,
                     "created_at": now,
                     "updated_at": now,
-                }
+                },
+                flush=not handed_over,
             )
         except IntegrityError:
             raise TransactionAlreadyStarted(tx.transaction_id) from None
         tx.started_at = to_ms(now)
         tx.storage_handle = Handle(pk, 0, owner, lease_until=now.timestamp() + lease)
+        tx.storage_handle.start_unflushed = handed_over
         lease_keeper.hold(tx.storage_handle)
 
     def load(
@@ -494,7 +500,9 @@ class OrmStorage:
                     max(int((ended - started).total_seconds() * 1000), 0) if started else None
                 ),
             )
-        if not update_execution(handle.pk, handle.version, values, flush=not final):
+        flush = not final or handle.start_unflushed
+        handle.start_unflushed = False
+        if not update_execution(handle.pk, handle.version, values, flush=flush):
             raise StaleTransactionError(
                 f"Execution {handle.pk} was changed by another executor; this one stops."
             )

@@ -123,11 +123,13 @@ def _execution_update_sql(names: tuple[str, ...]) -> str:
     return f'UPDATE "{table}" SET {assignments} WHERE "id" = %s AND "version" = %s'
 
 
-def insert_execution(values: dict[str, Any]) -> None:
+def insert_execution(values: dict[str, Any], *, flush: bool = True) -> None:
     """Insert a new execution row; the columns ``values`` leaves out take their defaults.
 
-    Its commit waits for the WAL flush (no :func:`async_prefix`): the start of a run
-    is what recovery finds after a crash.
+    Its commit waits for the WAL flush: the start of a run is what recovery finds
+    after a crash. Without ``flush`` (:func:`async_prefix`) the caller commits a
+    later write of the same process synchronously before anything depends on the
+    row: PostgreSQL flushes the WAL in order, so that commit makes both durable.
     """
     if connection.vendor != "postgresql":
         row = WorkflowExecution(**values)
@@ -138,6 +140,9 @@ def insert_execution(values: dict[str, Any]) -> None:
         value = values[name] if name in values else field.get_default()
         params.append(codec.dumps(value) if is_json and value is not None else value)
     text = _execution_insert_sql()
+
+    if not flush:
+        text = async_prefix() + text
 
     def insert() -> None:
         with connection.cursor() as cursor:
