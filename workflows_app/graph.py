@@ -89,6 +89,14 @@ class Node:
     href: str | None = None
     title: str = ""
 
+    @classmethod
+    def at(cls, path: str, step: Mapping[str, Any], step_id: str, **shown: Any) -> Node:
+        """The box of the step at ``path``, with its depth and next steps from ``step``
+        (a stored flow's entry or a described step: both have ``depth`` and ``next``)."""
+        depth = int(step.get("depth") or path.count("."))
+        following = [str(n) for n in step.get("next") or []]
+        return cls(id=path, label=step_id, depth=depth, next=following, **shown)
+
 
 def nodes_from_flow(execution: Mapping[str, Any] | None, link: bool = True) -> list[Node]:
     """Graph nodes of a stored execution, coloured by :func:`display_state`."""
@@ -97,11 +105,10 @@ def nodes_from_flow(execution: Mapping[str, Any] | None, link: bool = True) -> l
         step_id = step_id_of(sid, step)
         state = display_state(step)
         nodes.append(
-            Node(
-                id=sid,
-                label=step_id,
-                depth=int(step.get("depth") or sid.count(".")),
-                next=[str(n) for n in step.get("next") or []],
+            Node.at(
+                sid,
+                step,
+                step_id,
                 state=state,
                 state_label=state_label(state),
                 href="#" + step_anchor(step_id) if link else None,
@@ -119,14 +126,12 @@ def nodes_from_description(steps: Iterable[Mapping[str, Any]]) -> list[Node]:
         step_id = str(step.get("step_id") or sid.rsplit(".", 1)[-1])
         operation = str(step.get("operation") or Operation.STEP)
         nodes.append(
-            Node(
-                id=sid,
-                label=step_id,
-                depth=int(step.get("depth") or sid.count(".")),
-                next=[str(n) for n in step.get("next") or []],
+            Node.at(
+                sid,
+                step,
+                step_id,
                 state=StepState.NOT_STARTED,
                 state_label="" if operation == Operation.STEP else operation,
-                href=None,
                 title=step_id if operation == Operation.STEP else f"{step_id} ({operation})",
             )
         )

@@ -365,38 +365,32 @@ class WorkflowExecutionAdmin(ReadOnlyAdmin):
                 messages.ERROR,
             )
             return None
-        state = result.acknowledgement["state"] if result.acknowledgement else ""
-        if result.acknowledgement and result.acknowledgement.get("cancel_requested"):
-            self.log_change(request, obj, f"{success} requested (state: {state})")
+        ack = result.acknowledgement or {}
+        state = ack.get("state", "")
+        if ack.get("cancel_requested"):
+            logged = f"{success} requested (state: {state})"
+            message = _(
+                "%(what)s requested: another worker is executing the transaction; it "
+                "starts no further step and compensates."
+            )
+        elif ack.get("answer_recorded"):
+            logged = f"{success}: answer recorded (state: {state})"
+            message = _(
+                "%(what)s: answer recorded. Another worker is executing the "
+                "transaction; the answer applies when the run is free."
+            )
+        else:
+            self.log_change(request, obj, f"{success} (state: {state})")
             self.message_user(
                 request,
-                _(
-                    "%(what)s requested: another worker is executing the transaction; it "
-                    "starts no further step and compensates."
-                )
-                % {"what": success},
-                messages.WARNING,
+                _("%(what)s: the transaction is now %(state)s.")
+                % {"what": success, "state": state_label(state)},
+                messages.SUCCESS,
             )
             return result
-        if result.acknowledgement and result.acknowledgement.get("answer_recorded"):
-            self.log_change(request, obj, f"{success}: answer recorded (state: {state})")
-            self.message_user(
-                request,
-                _(
-                    "%(what)s: answer recorded. Another worker is executing the "
-                    "transaction; the answer applies when the run is free."
-                )
-                % {"what": success},
-                messages.WARNING,
-            )
-            return result
-        self.log_change(request, obj, f"{success} (state: {state})")
-        self.message_user(
-            request,
-            _("%(what)s: the transaction is now %(state)s.")
-            % {"what": success, "state": state_label(state)},
-            messages.SUCCESS,
-        )
+        # Another worker holds the run: the command is noted, not yet applied.
+        self.log_change(request, obj, logged)
+        self.message_user(request, message % {"what": success}, messages.WARNING)
         return result
 
     @staticmethod
@@ -412,18 +406,34 @@ class WorkflowExecutionAdmin(ReadOnlyAdmin):
     def stored_execution(result: Any) -> WorkflowExecution | None:
         return WorkflowExecution.objects.of_run(result.acknowledgement or {}).only("id").first()
 
+    def confirmed_command(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        command: Command,
+        plan: Callable[[WorkflowExecution], confirm.Plan],
+        call: Callable[[WorkflowExecution], Any],
+        label: str,
+    ) -> tuple[WorkflowExecution, Any, HttpResponse]:
+        """A command behind a confirmation page: GET shows ``plan``, POST runs ``call``.
+        Returns the execution, the engine's result (``None`` unless run) and the
+        response (the page, or a redirect to the execution)."""
+        obj = self.command_object(request, object_id, command)
+        if request.method != "POST":
+            return obj, None, confirm.render(self, request, obj, plan(obj), request.path)
+        result = self.run_command(request, obj, lambda: call(obj), label)
+        return obj, result, HttpResponseRedirect(self.change_url(obj.pk))
+
     @method_decorator(require_http_methods(["GET", "HEAD", "POST"]))
     def cancel_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        obj = self.command_object(request, object_id, Command.CANCEL)
-        if request.method != "POST":
-            return confirm.render(self, request, obj, confirm.cancel_plan(obj), request.path)
-        self.run_command(
+        return self.confirmed_command(
             request,
-            obj,
-            lambda: workflow_engine.cancel(obj.workflow_id, obj.transaction_id),
+            object_id,
+            Command.CANCEL,
+            confirm.cancel_plan,
+            lambda obj: workflow_engine.cancel(obj.workflow_id, obj.transaction_id),
             str(_("Cancel")),
-        )
-        return HttpResponseRedirect(self.change_url(obj.pk))
+        )[2]
 
     @method_decorator(require_POST)
     def retry_step_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
@@ -497,25 +507,24 @@ class WorkflowExecutionAdmin(ReadOnlyAdmin):
 
     @method_decorator(require_http_methods(["GET", "HEAD", "POST"]))
     def retry_compensation_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        obj = self.command_object(request, object_id, Command.RETRY)
-        if request.method != "POST":
-            plan = confirm.retry_compensation_plan(obj)
-            return confirm.render(self, request, obj, plan, request.path)
-        self.run_command(
+        return self.confirmed_command(
             request,
-            obj,
-            lambda: workflow_engine.retry_compensation(obj.workflow_id, obj.transaction_id),
+            object_id,
+            Command.RETRY,
+            confirm.retry_compensation_plan,
+            lambda obj: workflow_engine.retry_compensation(obj.workflow_id, obj.transaction_id),
             str(_("Retry of the compensation")),
-        )
-        return HttpResponseRedirect(self.change_url(obj.pk))
+        )[2]
 
     @method_decorator(require_http_methods(["GET", "HEAD", "POST"]))
     def rerun_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        obj = self.command_object(request, object_id, Command.RUN)
-        if request.method != "POST":
-            return confirm.render(self, request, obj, confirm.rerun_plan(obj), request.path)
-        result = self.run_command(
-            request, obj, lambda: workflow_engine.rerun(obj.pk), str(_("Run again"))
+        _obj, result, response = self.confirmed_command(
+            request,
+            object_id,
+            Command.RUN,
+            confirm.rerun_plan,
+            lambda obj: workflow_engine.rerun(obj.pk),
+            str(_("Run again")),
         )
         if result is not None:
             new = self.stored_execution(result)
@@ -527,4 +536,4 @@ class WorkflowExecutionAdmin(ReadOnlyAdmin):
                 % {"result": self.result_summary(result)},
                 messages.INFO,
             )
-        return HttpResponseRedirect(self.change_url(obj.pk))
+        return response

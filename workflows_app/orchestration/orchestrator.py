@@ -222,13 +222,8 @@ class Orchestrator(Outcomes, Compensation, Timers, Replay):
                     self._cancel_waiting(tx)
                     continue
                 if tx.ready:
-                    if tx.hand_off or (
-                        tx.definition.has_async
-                        and self._must_hand_off(tx, tx.ready, HandlerType.INVOKE)
-                    ):
+                    if not self._run_ready(tx, HandlerType.INVOKE):
                         break
-                    batch, tx.ready = tx.ready, []
-                    self._run_batch(tx, batch, HandlerType.INVOKE)
                     continue
                 if tx.unsettled == 0:
                     self._finish(tx, TransactionState.DONE)
@@ -240,13 +235,8 @@ class Orchestrator(Outcomes, Compensation, Timers, Replay):
                 continue
             if state is TransactionState.COMPENSATING:
                 if tx.ready:
-                    if tx.hand_off or (
-                        tx.definition.has_async
-                        and self._must_hand_off(tx, tx.ready, HandlerType.COMPENSATE)
-                    ):
+                    if not self._run_ready(tx, HandlerType.COMPENSATE):
                         break
-                    batch, tx.ready = tx.ready, []
-                    self._run_batch(tx, batch, HandlerType.COMPENSATE)
                     continue
                 if tx.comp_unsettled == 0:
                     failed = tx.comp_failed
@@ -284,6 +274,17 @@ class Orchestrator(Outcomes, Compensation, Timers, Replay):
             tx.hand_off = True
             return True
         return False
+
+    def _run_ready(self, tx: Transaction, handler_type: str) -> bool:
+        """Run the ready steps here; ``False`` when they go to a worker instead (the run
+        is being handed over, or one of them is an async step that must be)."""
+        if tx.hand_off or (
+            tx.definition.has_async and self._must_hand_off(tx, tx.ready, handler_type)
+        ):
+            return False
+        batch, tx.ready = tx.ready, []
+        self._run_batch(tx, batch, handler_type)
+        return True
 
     def _run_batch(self, tx: Transaction, batch: list[int], handler_type: str) -> None:
         now = now_ms()

@@ -1,4 +1,5 @@
-"""Step options given at definition time: checked and applied to one use of a step.
+"""Options given at definition time: the name-or-config argument of ``create_step``
+and ``create_workflow``, and step options checked and applied to one use of a step.
 
 Shared by ``create_step`` and ``StepRef.config``; imports nothing else of the SDK, so
 references and steps both use it without importing each other.
@@ -9,6 +10,16 @@ from __future__ import annotations
 from typing import Any
 
 from ..orchestration import CompositionError, Operation, StepNode, check_step_options
+
+
+def name_and_options(name_or_config: Any, options: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """The name and options of ``create_step``/``create_workflow``, called with a name
+    or with a config dict (``{"name": ..., **options}``); keywords win over the dict."""
+    if not isinstance(name_or_config, dict):
+        return name_or_config, options
+    config = dict(name_or_config)
+    name = config.pop("name", None)
+    return name, {**config, **options}
 
 
 def step_options(options: dict[str, Any], where: str) -> dict[str, Any]:

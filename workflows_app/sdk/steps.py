@@ -7,7 +7,7 @@ from typing import Any
 
 from ..orchestration import CompositionError, StepNode, StepOptions, check_step_options
 from .composer import current
-from .configure import step_options
+from .configure import name_and_options, step_options
 from .references import StepRef, compile_value
 
 _NO_INPUT: Any = object()
@@ -67,12 +67,7 @@ def create_step(
     if callable(name_or_config) and not isinstance(name_or_config, dict):
         function = name_or_config
         return Step(function.__name__, function, compensate, options)
-    if isinstance(name_or_config, dict):
-        config = dict(name_or_config)
-        name = config.pop("name", None)
-        options = {**config, **options}
-    else:
-        name = name_or_config
+    name, options = name_and_options(name_or_config, options)
     if invoke is None:
         check_step_options(options, f"create_step({name!r})")
 

@@ -29,6 +29,7 @@ from ..orchestration import (
 from ..orchestration.definition import MAX_STEP_PATH
 from ..orchestration.scheduler import ThreadScheduler
 from .composer import Composition, Hook, WorkflowResponse, composing, current
+from .configure import name_and_options
 from .nesting import complete_parent_step, nested_compensate, nested_invoke
 from .references import StepRef, compile_value
 from .registry import get_workflow, registry
@@ -428,12 +429,7 @@ def create_workflow(
     **options: Any,
 ) -> Any:
     """Define and register a workflow. Without ``composer`` it returns a decorator."""
-    if isinstance(name_or_config, dict):
-        config = dict(name_or_config)
-        name = config.pop("name", None)
-        options = {**config, **options}
-    else:
-        name = name_or_config
+    name, options = name_and_options(name_or_config, options)
     if composer is None:
 
         def decorate(function: Callable[[Any], Any]) -> Workflow:
