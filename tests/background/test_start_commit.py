@@ -51,6 +51,22 @@ def test_a_run_handed_over_at_once_commits_its_start_with_the_hand_over(django_q
     assert OrmQ.objects.count() == 1
 
 
+def test_a_worker_claims_the_run_it_resumes_without_waiting_for_the_disk(django_q_backend):
+    name = _workflow("start-commit-claim", async_=True, background_execution=True)
+    workflow_engine.run(name, input=1, transaction_id="claimed")
+    with CaptureQueriesContext(connection) as captured:
+        tx = workflow_engine.resume(name, "claimed")
+    assert tx is not None and str(tx.state) == "done"
+    [claim] = [
+        q["sql"].upper()
+        for q in captured.captured_queries
+        if UPDATE in q["sql"].upper()
+        and '"LEASE_EXPIRES_AT" = ' in q["sql"].upper()
+        and '"VERSION" = "VERSION" + 1' in q["sql"].upper()
+    ]
+    assert claim.startswith(ASYNC)
+
+
 def test_a_run_whose_first_step_runs_here_waits_for_its_start(django_q_backend):
     name = _workflow("start-commit-inline")
     with CaptureQueriesContext(connection) as captured:

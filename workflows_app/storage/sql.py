@@ -263,7 +263,12 @@ def claim_execution(
 ) -> int:
     """Take the lease of execution ``pk`` at ``version`` for ``owner`` until ``until``
     (and move its version on) if nobody holds it, its lease expired before
-    ``expired_before``, or ``dead_owner`` holds it; the count of rows claimed."""
+    ``expired_before``, or ``dead_owner`` holds it; the count of rows claimed.
+
+    The claim goes behind :func:`async_prefix`, as step checkpoints do: a database
+    crash that loses it frees the run again (its earlier lease deadline still
+    stands) and recovery resumes it, as it would after losing the checkpoints the
+    claimant wrote next. Every task a worker resumes is spared a wait for the disk."""
     if connection.vendor != "postgresql":
         free = Q(owner="") | Q(lease_expires_at__lt=expired_before)
         runs = WorkflowExecution.objects.filter(Q(owner=dead_owner) if dead_owner else free)
@@ -277,7 +282,7 @@ def claim_execution(
         held, held_params = '("owner" = \'\' OR "lease_expires_at" < %s)', [expired_before]
     with connection.cursor() as cursor:
         cursor.execute(
-            f'UPDATE "{table}" SET "owner" = %s, "lease_expires_at" = %s, '
+            f'{async_prefix()}UPDATE "{table}" SET "owner" = %s, "lease_expires_at" = %s, '
             f'"version" = "version" + 1 WHERE "id" = %s AND "version" = %s AND {held}',
             [owner, until, pk, version, *held_params],
         )
