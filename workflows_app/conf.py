@@ -31,8 +31,9 @@ DEFAULTS: dict[str, Any] = {
     # PostgreSQL only: "async" commits step checkpoints without waiting for the WAL
     # flush (a worker crash loses nothing; a database crash may re-run steps finished
     # in its last ~0.6 s); "sync" waits for every checkpoint. "async" also covers the
-    # final write (or delete) of a run. The start of a run is synchronous, or committed
-    # by the synchronous hand-over of a run queued before its first step.
+    # final write (or delete) of a run and a worker's lease claim. The start of a run
+    # is synchronous, or committed by the synchronous hand-over of a run queued
+    # before its first step.
     "STEP_COMMIT": "async",
     # False: whoever answers a waiting step (set_step_success/failure) runs the steps
     # that follow, as in Medusa; True: a worker runs them and the answer returns at once.
