@@ -1,7 +1,7 @@
-"""Migration 0011: stored flows and errors name a step by ``stepId`` instead of
+"""Migration 0010: stored flows and errors name a step by ``stepId`` instead of
 ``action``; rows written before it are read right after migrating.
 
-The old-format rows are made by migrating real runs back to 0010, and checked
+The old-format rows are made by migrating real runs back to 0009, and checked
 against the old format (the key and the hash of the stored definitions) before
 migrating forward again.
 """
@@ -27,7 +27,7 @@ from .helpers import uname
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-BEFORE = [("workflows_app", "0010_step_answer")]
+BEFORE = [("workflows_app", "0009_step_answer")]
 
 
 def _migrate(target) -> None:

@@ -113,7 +113,7 @@ def to_action(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("workflows_app", "0010_step_answer"),
+        ("workflows_app", "0009_step_answer"),
     ]
 
     operations = [

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('workflows_app', '0011_step_id_keys'),
+        ('workflows_app', '0010_step_id_keys'),
     ]
 
     operations = [
