@@ -127,6 +127,7 @@ def test_two_processes_answer_one_waiting_step(fault_cluster, effects_dir, tmp_p
 
 
 BUSY_SECONDS = 3.0
+START_BATCH = 5
 
 
 def test_an_answer_while_the_worker_is_busy_in_another_branch_is_applied(
@@ -135,7 +136,6 @@ def test_an_answer_while_the_worker_is_busy_in_another_branch_is_applied(
     runs = runs_per_scenario()
     cluster = fault_cluster()
     scenario = Scenario("answer-busy", APPROVE_BUSY, effects_dir)
-    transaction_ids = scenario.start(runs, long=BUSY_SECONDS)
     answered: dict[str, tuple[float, bool]] = {}
 
     def answer_runs_whose_worker_is_busy() -> None:
@@ -151,6 +151,13 @@ def test_an_answer_while_the_worker_is_busy_in_another_branch_is_applied(
             )
             answered[busy.tx] = (at, bool(result.acknowledgement.get("answer_recorded")))
 
+    # Starting many runs takes longer than one "hold": answer between small batches of
+    # starts, so that no run's hold ends before anyone looked for it.
+    transaction_ids: list[str] = []
+    while len(transaction_ids) < runs:
+        batch = min(START_BATCH, runs - len(transaction_ids))
+        transaction_ids += scenario.start(batch, long=BUSY_SECONDS)
+        answer_runs_whose_worker_is_busy()
     scenario.drive(finish_seconds(runs, 2.0), answer_runs_whose_worker_is_busy, live=[cluster])
 
     verdict = scenario.verdict()
