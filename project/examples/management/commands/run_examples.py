@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import django
 from django.core import mail
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.test.utils import override_settings
@@ -131,6 +132,14 @@ EXAMPLES = [
 ]
 
 
+def in_memory_email() -> override_settings:
+    """Send email to ``mail.outbox`` (through MAILERS on Django 6.1 and later)."""
+    backend = "django.core.mail.backends.locmem.EmailBackend"
+    if django.VERSION >= (6, 1):
+        return override_settings(MAILERS={"default": {"BACKEND": backend}})
+    return override_settings(EMAIL_BACKEND=backend)
+
+
 class Command(BaseCommand):
     help = (
         "Run the example workflows once (an order, a declined order, a quote waiting "
@@ -157,7 +166,7 @@ class Command(BaseCommand):
             return
         # The emails the examples send are kept in memory and listed one line each,
         # rather than dumped whole by the console backend between the results.
-        with override_settings(EMAIL_BACKEND="django.core.mail.backends.locmem.EmailBackend"):
+        with in_memory_email():
             problems = self.run_examples()
         if problems:
             raise CommandError(
