@@ -63,6 +63,17 @@ TAG_DEFINITIONS = "workflows"
 TAG_EXECUTIONS = "workflow executions"
 
 
+# An answer to a waiting step: applied (200) or recorded for a busy run (202).
+STEP_ANSWER_RESPONSES = {
+    200: ActionResultSerializer,
+    202: ActionResultSerializer,
+    400: ERROR,
+    404: ERROR,
+    409: ERROR,
+    **AUTH_ERRORS,
+}
+
+
 class SafeJSONParser(JSONParser):
     """JSON parser applying :mod:`workflows_app.jsoninput`: too deep, NaN, NUL or too
     large documents are a 400 before anything recurses over them."""
@@ -276,14 +287,7 @@ class WorkflowViewSet(WorkflowsAPIMixin, viewsets.ViewSet):
             "has finished."
         ),
         request=StepSuccessSerializer,
-        responses={
-            200: ActionResultSerializer,
-            202: ActionResultSerializer,
-            400: ERROR,
-            404: ERROR,
-            409: ERROR,
-            **AUTH_ERRORS,
-        },
+        responses=STEP_ANSWER_RESPONSES,
     )
     @action(detail=True, methods=["post"], url_path="steps/success", url_name="step-success")
     def step_success(self, request, workflow_id: str):
@@ -299,14 +303,7 @@ class WorkflowViewSet(WorkflowsAPIMixin, viewsets.ViewSet):
             "when the run is free, as for `steps/success`."
         ),
         request=StepFailureSerializer,
-        responses={
-            200: ActionResultSerializer,
-            202: ActionResultSerializer,
-            400: ERROR,
-            404: ERROR,
-            409: ERROR,
-            **AUTH_ERRORS,
-        },
+        responses=STEP_ANSWER_RESPONSES,
     )
     @action(detail=True, methods=["post"], url_path="steps/failure", url_name="step-failure")
     def step_failure(self, request, workflow_id: str):
