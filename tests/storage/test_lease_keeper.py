@@ -54,3 +54,34 @@ def test_a_long_step_keeps_its_lease(settings):
     assert sweeps == [0]
     assert runs == [7]
     assert WorkflowExecution.objects.get(workflow_id="lease-keeper-flow").state == "done"
+
+
+def _wait_for(predicate, seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
+
+
+def test_holding_a_run_wakes_the_keeper_only_when_the_lease_length_changed(settings):
+    """Waking the keeper thread on every hold cost every run a thread switch; it is
+    woken only when LEASE_SECONDS changed, so that it takes up the new pace at once."""
+    from workflows_app.storage.leases import Handle, LeaseKeeper
+
+    settings.WORKFLOWS = {**settings.WORKFLOWS, "LEASE_SECONDS": 30}
+    keeper = LeaseKeeper()
+    # No owner: the keeper has nothing to renew and never writes.
+    handles = [Handle(f"pk-{i}", 0, "", 0.0) for i in range(50)]
+    keeper.hold(handles[0])
+    assert _wait_for(lambda: keeper._lease == 30.0 and not keeper._wake.is_set())
+
+    for handle in handles[1:]:
+        keeper.hold(handle)
+    assert not keeper._wake.is_set()
+    assert len(keeper._held) == 50
+
+    settings.WORKFLOWS = {**settings.WORKFLOWS, "LEASE_SECONDS": 2}
+    keeper.hold(handles[0])
+    assert _wait_for(lambda: keeper._lease == 2.0)

@@ -73,15 +73,19 @@ class LeaseKeeper:
         self._held: weakref.WeakValueDictionary[int, Handle] = weakref.WeakValueDictionary()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        # Set on every hold: the loop re-reads LEASE_SECONDS and its pace at once.
+        # Set when a hold finds LEASE_SECONDS changed (tests override it): the loop
+        # re-reads it and its pace at once. Not set otherwise: waking the thread on
+        # every hold cost a thread switch per run.
         self._wake = threading.Event()
+        self._lease: float | None = None
 
     def hold(self, handle: Handle) -> None:
         if connection.vendor != "postgresql":
             return
         with self._lock:
             self._held[id(handle)] = handle
-            self._wake.set()
+            if self._lease != lease_seconds():
+                self._wake.set()
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._run, name="workflows-lease-keeper", daemon=True
@@ -95,7 +99,7 @@ class LeaseKeeper:
 
     def _run(self) -> None:
         while True:
-            lease = lease_seconds()
+            lease = self._lease = lease_seconds()
             self._wake.wait(max(min(lease / 4, 5.0), 0.05))
             self._wake.clear()
             now = time.time()
