@@ -48,12 +48,22 @@ def counted_step(name: str, calls: Calls, *, fail: bool = False, **options):
     return create_step(name, invoke, compensate, **options)
 
 
-def chain_workflow(n: int, calls: Calls, *, fail_last: bool = False, prefix: str = "chain", **wf):
-    """A registered workflow of ``n`` counted steps in sequence; returns (name, step names)."""
+def chain_workflow(
+    n: int,
+    calls: Calls,
+    *,
+    fail_last: bool = False,
+    prefix: str = "chain",
+    step_options: dict | None = None,
+    **wf,
+):
+    """A registered workflow of ``n`` counted steps in sequence (each created with
+    ``step_options``); returns (name, step names)."""
     name = uname(prefix)
     names = [f"{name}-s{i}" for i in range(1, n + 1)]
     steps = [
-        counted_step(step, calls, fail=fail_last and i == n - 1) for i, step in enumerate(names)
+        counted_step(step, calls, fail=fail_last and i == n - 1, **(step_options or {}))
+        for i, step in enumerate(names)
     ]
 
     def compose(input):

@@ -99,3 +99,23 @@ def test_not_stored_run_issues_no_statement():
     captured = _run_counted(name, "counted-memory")
 
     assert captured.captured_queries == []
+
+
+@pytest.mark.postgres
+def test_handed_over_run_resumes_with_one_statement_plus_one_per_step_plus_one():
+    """A worker's resume claims the run, reads it and reads its step rows in one
+    statement, then writes one row per step and ends the run (here the immediate
+    backend runs the worker's task in this process, after the two statements that
+    start the run and hand it over)."""
+    calls = Calls()
+    background = {"async_": True, "background_execution": True}
+    name, _ = chain_workflow(STEPS, calls, step_options=background, store=True, retention_time=3600)
+    workflow_engine.run(name, input=0, transaction_id="warm-up")
+
+    with CaptureQueriesContext(connection) as captured:
+        workflow_engine.run(name, input=0, transaction_id="counted-bg")
+
+    _assert_at_most(captured, 2 + 1 + STEPS + 1)
+    [row] = [r for r in rows(name) if r.transaction_id == "counted-bg"]
+    assert row.state == "done" and row.output_payload == STEPS
+    assert len(step_rows(row)) == STEPS

@@ -49,6 +49,7 @@ from .sql import (
     async_prefix,
     atomic_if_nested,
     claim_execution,
+    claim_latest,
     delete_without_flush,
     insert_checkpoint,
     insert_execution,
@@ -159,24 +160,21 @@ class OrmStorage:
         include_finished: bool = False,
         claim: bool = True,
     ) -> Transaction | None:
-        row = latest_execution(definition.workflow_id, transaction_id)
-        if row is None:
-            return None
-        finished = row.state in FINISHED_STATES
-        if finished and not include_finished:
-            return None
-        version = row.version
-        lease_until = 0.0
-        owner = ""
-        if claim and not finished:
-            now = timezone.now()
-            until = now + datetime.timedelta(seconds=lease_seconds())
+        workflow_id = definition.workflow_id
+        if not claim:
+            row, claimed, steps = latest_execution(workflow_id, transaction_id), False, None
+        else:
             owner = new_owner()
-            if not claim_execution(row.pk, row.version, owner, until, expired_before=now):
+            until = timezone.now() + datetime.timedelta(seconds=lease_seconds())
+            row, claimed, steps = claim_latest(workflow_id, transaction_id, owner, until)
+        if row is None or (row.state in FINISHED_STATES and not include_finished):
+            return None
+        if not claimed:
+            if claim and row.state not in FINISHED_STATES:
                 raise TransactionAlreadyStarted(transaction_id)
-            version += 1
-            lease_until = until.timestamp()
-        return self._rebuild_claimed(definition, row, version, owner, lease_until)
+            return self._rebuild_claimed(definition, row, row.version, "", 0.0, steps)
+        lease_until = until.timestamp()
+        return self._rebuild_claimed(definition, row, row.version + 1, owner, lease_until, steps)
 
     def claim(
         self,
@@ -205,11 +203,12 @@ class OrmStorage:
         version: int,
         owner: str,
         lease_until: float,
+        steps: list[dict[str, Any]] | None = None,
     ) -> Transaction:
         """Rebuild a run this process just claimed; a failure releases the claim."""
         try:
             return self.rebuild(
-                definition, row, version=version, owner=owner, lease_until=lease_until
+                definition, row, version=version, owner=owner, lease_until=lease_until, steps=steps
             )
         except Exception:
             give_up(Handle(row.pk, version, owner, lease_until))
@@ -233,8 +232,10 @@ class OrmStorage:
         version: int | None = None,
         owner: str = "",
         lease_until: float = 0.0,
+        steps: list[dict[str, Any]] | None = None,
     ) -> Transaction:
-        """Turn a stored execution and its step rows back into a transaction."""
+        """Turn a stored execution and its step rows (``steps``, read here when not
+        given) back into a transaction."""
         flow = row.execution or {}
         if row.definition_hash and row.definition_hash != definition.hash:
             logger.warning(
@@ -271,7 +272,7 @@ class OrmStorage:
         # attempts of the loop step, so they stay out of the replay; the loop reads
         # them from ``tx.iteration_records`` to skip the iterations already done.
         iterations: list[AttemptRecord] = []
-        for step in step_rows(row.pk):
+        for step in step_rows(row.pk) if steps is None else steps:
             node = by_path.get(step["step_path"])
             if node is None:
                 continue

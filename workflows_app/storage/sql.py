@@ -17,10 +17,12 @@ from typing import Any
 
 from django.db import connection, models, transaction
 from django.db.models import F, Q
+from django.utils import timezone
 
 from ..conf import workflows_settings
 from ..models import StepExecution, WorkflowExecution
 from ..orchestration import codec
+from ..status import FINISHED_STATES
 
 _UTC = datetime.UTC
 
@@ -229,8 +231,19 @@ def _latest_execution_sql() -> str:
     )
 
 
+def _execution_from_values(found: tuple) -> WorkflowExecution:
+    fields = _execution_fields()
+    values = [
+        codec.loads(value) if is_json and value is not None else value
+        for value, (_name, _column, is_json, _field) in zip(found, fields, strict=True)
+    ]
+    return WorkflowExecution.from_db(
+        connection.alias, [name for name, _column, _json, _field in fields], values
+    )
+
+
 def latest_execution(workflow_id: str, transaction_id: str) -> WorkflowExecution | None:
-    """The newest execution row of a transaction (a resume reads it once per task)."""
+    """The newest execution row of a transaction."""
     if connection.vendor != "postgresql":
         return (
             WorkflowExecution.objects.filter(workflow_id=workflow_id, transaction_id=transaction_id)
@@ -240,16 +253,70 @@ def latest_execution(workflow_id: str, transaction_id: str) -> WorkflowExecution
     with connection.cursor() as cursor:
         cursor.execute(_latest_execution_sql(), [workflow_id, transaction_id])
         found = cursor.fetchone()
-    if found is None:
-        return None
+    return None if found is None else _execution_from_values(found)
+
+
+@cache
+def _claim_latest_sql() -> str:
+    """Read the newest execution of a transaction, claim it if it is unfinished and free,
+    and read its step rows: one statement where a resume took three round trips."""
+    table = WorkflowExecution._meta.db_table
     fields = _execution_fields()
-    values = [
-        codec.loads(value) if is_json and value is not None else value
-        for value, (_name, _column, is_json, _field) in zip(found, fields, strict=True)
-    ]
-    return WorkflowExecution.from_db(
-        connection.alias, [name for name, _column, _json, _field in fields], values
+    columns = ", ".join(f'latest."{column}"' for _name, column, _json, _field in fields)
+    meta = StepExecution._meta
+    step_values = ", ".join(f's."{meta.get_field(name).column}"' for name in STEP_REPLAY_COLUMNS)
+    finished = ", ".join(f"'{state}'" for state in sorted(FINISHED_STATES))
+    return (
+        f"WITH latest AS ({_latest_execution_sql()}), "
+        f'claimed AS (UPDATE "{table}" AS t SET "owner" = %s, "lease_expires_at" = %s, '
+        '"version" = t."version" + 1 FROM latest WHERE t."id" = latest."id" '
+        f'AND t."version" = latest."version" AND latest."state" NOT IN ({finished}) '
+        'AND (t."owner" = \'\' OR t."lease_expires_at" < %s) RETURNING t."id") '
+        f"SELECT {columns}, EXISTS (SELECT 1 FROM claimed), "
+        f'(SELECT json_agg(json_build_array({step_values}) ORDER BY s."id")::text '
+        f'FROM "{meta.db_table}" AS s WHERE s."execution_id" = latest."id") FROM latest'
     )
+
+
+_REPLAY_TIMES = frozenset({"started_at", "ended_at", "answered_at"})
+
+
+def claim_latest(
+    workflow_id: str, transaction_id: str, owner: str, until: datetime.datetime
+) -> tuple[WorkflowExecution | None, bool, list[dict[str, Any]] | None]:
+    """The newest execution of a transaction, whether ``owner`` claimed it until
+    ``until`` (it was unfinished and nobody held it, or its lease had expired), and its
+    step rows as :func:`step_rows` returns them (``None``: read them separately).
+
+    On PostgreSQL one statement (behind :func:`async_prefix`, as the claim always was);
+    elsewhere the read, the claim and the step rows are separate statements."""
+    if connection.vendor != "postgresql":
+        row = latest_execution(workflow_id, transaction_id)
+        if row is None or row.state in FINISHED_STATES:
+            return row, False, None
+        now = timezone.now()
+        return (
+            row,
+            bool(claim_execution(row.pk, row.version, owner, until, expired_before=now)),
+            None,
+        )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            async_prefix() + _claim_latest_sql(),
+            [workflow_id, transaction_id, owner, until, timezone.now()],
+        )
+        found = cursor.fetchone()
+    if found is None:
+        return None, False, None
+    *values, claimed, steps = found
+    rows = []
+    for step_values in codec.loads(steps) if steps else ():
+        step = dict(zip(STEP_REPLAY_COLUMNS, step_values, strict=True))
+        for name in _REPLAY_TIMES:
+            if step[name] is not None:
+                step[name] = datetime.datetime.fromisoformat(step[name])
+        rows.append(step)
+    return _execution_from_values(tuple(values)), bool(claimed), rows
 
 
 def claim_execution(
