@@ -84,6 +84,17 @@ def test_a_run_reaching_a_background_step_is_queued_for_a_worker(django_q_backen
     assert tasks.resume("bgq-flow", res.transaction.transaction_id) == "idle"
 
 
+def test_queued_tasks_ask_django_q_to_save_successes_only_with_the_setting(
+    django_q_backend, settings
+):
+    django_q_backend.enqueue("bgq-flow", "t-default")
+    settings.WORKFLOWS = {**settings.WORKFLOWS, "SAVE_TASK_RESULTS": True}
+    django_q_backend.enqueue("bgq-flow", "t-saved")
+
+    saves = {task.task["args"][1]: task.task["save"] for task in OrmQ.objects.all()}
+    assert saves == {"t-default": False, "t-saved": True}
+
+
 def test_the_enqueue_rolls_back_with_the_hand_over(django_q_backend):
     with pytest.raises(RuntimeError), transaction.atomic():
         workflow_engine.run("bgq-flow", input=1)

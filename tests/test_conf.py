@@ -23,6 +23,7 @@ DOCUMENTED_KEYS = {
     "ADMIN_SECTION_LABEL",
     "API_PERMISSION_CLASSES",
     "API_EVENT_STREAMS_PER_USER",
+    "SAVE_TASK_RESULTS",
     "TASK_RESULT_RETENTION_DAYS",
 }
 
@@ -42,6 +43,7 @@ def test_defaults_apply_when_the_setting_is_empty():
     assert workflows_settings.LEASE_SECONDS == 30
     assert workflows_settings.MAX_PAYLOAD_BYTES == 1_048_576
     assert workflows_settings.ADMIN_SECTION_LABEL == "Settings"
+    assert workflows_settings.SAVE_TASK_RESULTS is False
     assert "password" in workflows_settings.REDACT_KEYS
     assert "cvv" in workflows_settings.REDACT_KEYS
     assert workflows_settings.as_dict() == DEFAULTS

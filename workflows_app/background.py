@@ -31,6 +31,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from .brokers import uses_redis
+from .conf import workflows_settings
 from .orchestration.clock import clock
 
 logger = logging.getLogger("workflows_app")
@@ -108,10 +109,11 @@ class DjangoQScheduler:
         from django_q.tasks import async_task
 
         def send() -> None:
-            # Results are kept (the cleanup schedule prunes old successes, see
-            # prune_task_results), so an attempt's task id (StepExecution.task_id)
-            # leads to its task.
-            async_task(func, *args, save=True)
+            # django-q2 saves a failed task whatever "save" says. A success is saved
+            # only with SAVE_TASK_RESULTS: by default the monitor skips its select and
+            # insert per task, and the step log (StepExecution: task id, worker,
+            # duration) is the record. Read here, at each call, so overrides apply.
+            async_task(func, *args, save=bool(workflows_settings.SAVE_TASK_RESULTS))
 
         def send_after_commit() -> None:
             try:
@@ -316,7 +318,8 @@ def prune_task_results(retention_days: float | None, now: datetime.datetime | No
     """Delete django-q2's saved successes that stopped more than ``retention_days``
     ago, in one ``DELETE`` (no row read into Python); returns the count.
 
-    The app saves its tasks' results so that an attempt leads to its task; with
+    Successes are saved for the tasks started by django-q2 schedules, and for the
+    app's queued tasks with ``WORKFLOWS["SAVE_TASK_RESULTS"]``; with
     ``Q_CLUSTER["save_limit"]`` 0 django-q2 never prunes them, which is cheaper per
     task than its own pruning (see system check ``workflows_app.W003``)."""
     if retention_days is None or not apps.is_installed("django_q"):

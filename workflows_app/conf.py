@@ -42,6 +42,12 @@ DEFAULTS: dict[str, Any] = {
     "PARALLEL_THREADS": 4,
     # Period of the django-q2 schedule that deletes expired executions.
     "CLEANUP_INTERVAL_MINUTES": 30,
+    # False: django-q2 saves no success of a task the app queues (resumes, recovery
+    # sweeps), which spares its monitor a select and an insert per task; the step log
+    # records each attempt already. Failures are saved either way. Tasks started by
+    # django-q2 schedules (delays, retry intervals, cleanup) follow its own save_limit.
+    # True: successes are saved too, and the admin links an attempt to its result.
+    "SAVE_TASK_RESULTS": False,
     # The cleanup schedule also deletes django-q2's saved task successes older than
     # this many days, in one statement (with Q_CLUSTER["save_limit"] 0, django-q2 itself
     # prunes nothing); None keeps them.

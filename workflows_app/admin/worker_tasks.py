@@ -1,9 +1,10 @@
 """Links from a step attempt to the django-q2 task that ran it.
 
 An attempt run by a worker keeps the task's id (``StepExecution.task_id``) and the
-worker's ``host:pid``. django-q2 keeps a task's result (its admin's "Successful
-tasks" or "Failed tasks") until ``Q_CLUSTER["save_limit"]`` prunes older successes;
-the history links to the one that is still there.
+worker's ``host:pid``. django-q2 saves a failed task (its admin's "Failed tasks")
+always, and a success ("Successful tasks") of the app's tasks only with
+``WORKFLOWS["SAVE_TASK_RESULTS"]``, until a retention prunes it; the history links
+to the ones that are there.
 """
 
 from __future__ import annotations
