@@ -95,6 +95,9 @@ def test_e001_unknown_keys_are_named_with_the_valid_ones_in_the_hint():
         ("RECOVERY_INTERVAL_SECONDS", -5),
         ("CLEANUP_INTERVAL_MINUTES", None),
         ("ADMIN_SECTION_LABEL", 3),
+        ("SAVE_TASK_RESULTS", "yes"),
+        ("SAVE_TASK_RESULTS", 1),
+        ("SAVE_TASK_RESULTS", None),
         ("API_PERMISSION_CLASSES", "rest_framework.permissions.IsAdminUser"),
         ("API_PERMISSION_CLASSES", ["no.such.module.Permission"]),
         ("API_PERMISSION_CLASSES", [42]),
@@ -121,6 +124,8 @@ def test_e002_invalid_values(key, value):
         ("RECOVERY_INTERVAL_SECONDS", 5),
         ("CLEANUP_INTERVAL_MINUTES", 1),
         ("ADMIN_SECTION_LABEL", "Workflows"),
+        ("SAVE_TASK_RESULTS", True),
+        ("SAVE_TASK_RESULTS", False),
         ("API_PERMISSION_CLASSES", [IsAdminUser, "rest_framework.permissions.AllowAny"]),
         ("API_PERMISSION_CLASSES", ()),
     ],
@@ -316,25 +321,42 @@ def test_default_broker_follows_the_database(is_postgres):
         assert check_q_cluster() == []
 
 
+SAVING = {"BACKGROUND": "django_q", "SAVE_TASK_RESULTS": True}
+
+
 @pytest.mark.parametrize("save_limit", [None, 1000, 1])
-def test_w003_django_q_prunes_results_per_task(save_limit):
+def test_w003_django_q_prunes_saved_results_per_task(save_limit):
     q_cluster = {**GOOD_Q_CLUSTER}
     del q_cluster["save_limit"]
     if save_limit is not None:
         q_cluster["save_limit"] = save_limit
-    with override_settings(WORKFLOWS={"BACKGROUND": "django_q"}, Q_CLUSTER=q_cluster):
+    with override_settings(WORKFLOWS=SAVING, Q_CLUSTER=q_cluster):
         [warning] = check_task_results()
     assert (warning.id, warning.level) == ("workflows_app.W003", checks.WARNING)
     assert f"'save_limit' is {save_limit or 250}" in warning.msg
+    assert "SAVE_TASK_RESULTS" in warning.msg
     assert "TASK_RESULT_RETENTION_DAYS" in warning.hint
+
+
+def test_w003_only_when_the_app_saves_its_task_results():
+    # django-q2 returns before its pruning for a success it does not save.
+    q_cluster = {**GOOD_Q_CLUSTER, "save_limit": 250}
+    with override_settings(WORKFLOWS={"BACKGROUND": "django_q"}, Q_CLUSTER=q_cluster):
+        assert check_task_results() == []
+    off = {"BACKGROUND": "django_q", "SAVE_TASK_RESULTS": False}
+    with override_settings(WORKFLOWS=off, Q_CLUSTER=q_cluster):
+        assert check_task_results() == []
+    with override_settings(WORKFLOWS=SAVING, Q_CLUSTER=q_cluster):
+        assert ids(check_task_results()) == ["workflows_app.W003"]
 
 
 @pytest.mark.parametrize("save_limit", [0, -1])
 def test_w003_silent_without_pruning_by_django_q(save_limit):
     q_cluster = {**GOOD_Q_CLUSTER, "save_limit": save_limit}
-    with override_settings(WORKFLOWS={"BACKGROUND": "django_q"}, Q_CLUSTER=q_cluster):
+    with override_settings(WORKFLOWS=SAVING, Q_CLUSTER=q_cluster):
         assert check_task_results() == []
-    with override_settings(WORKFLOWS={"BACKGROUND": "immediate"}, Q_CLUSTER={"name": "t"}):
+    immediate = {"BACKGROUND": "immediate", "SAVE_TASK_RESULTS": True}
+    with override_settings(WORKFLOWS=immediate, Q_CLUSTER={"name": "t"}):
         assert check_task_results() == []
 
 

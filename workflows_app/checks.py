@@ -36,11 +36,16 @@ def _is_positive_number(value: Any) -> bool:
     return isinstance(value, Real) and not isinstance(value, bool) and value > 0
 
 
-def _background() -> Any:
+def _workflows_value(key: str) -> Any:
+    """``WORKFLOWS[key]`` as the project set it, else its default (read on every run)."""
     value = getattr(settings, "WORKFLOWS", None)
     if isinstance(value, Mapping):
-        return value.get("BACKGROUND", DEFAULTS["BACKGROUND"])
-    return DEFAULTS["BACKGROUND"]
+        return value.get(key, DEFAULTS[key])
+    return DEFAULTS[key]
+
+
+def _background() -> Any:
+    return _workflows_value("BACKGROUND")
 
 
 def _invalid(key: str, value: Any, expected: str) -> Error:
@@ -81,7 +86,7 @@ def _value_problem(key: str, value: Any) -> str | None:
     elif key == "REDACT_KEYS":
         if not (isinstance(value, list | tuple) and all(isinstance(k, str) for k in value)):
             return "a list or tuple of strings"
-    elif key == "RESPONSES_IN_BACKGROUND":
+    elif key in ("RESPONSES_IN_BACKGROUND", "SAVE_TASK_RESULTS"):
         if not isinstance(value, bool):
             return "True or False"
     elif key == "ADMIN_SECTION_LABEL":
@@ -300,15 +305,21 @@ DJANGO_Q_SAVE_LIMIT = 250
 @register(Tags.compatibility, TAG)
 def check_task_results(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """``workflows_app.W003``: django-q2 prunes saved results per task (``save_limit``
-    above 0) while the app's tasks are saved."""
+    above 0) while the app's tasks save their successes (``SAVE_TASK_RESULTS``).
+
+    Without ``SAVE_TASK_RESULTS`` django-q2's monitor returns before its pruning for
+    every success of the app's queued tasks, so the limit costs them nothing."""
     q_cluster = getattr(settings, "Q_CLUSTER", None)
     if not isinstance(q_cluster, Mapping) or _background() != "django_q":
+        return []
+    if not _workflows_value("SAVE_TASK_RESULTS"):
         return []
     save_limit = q_cluster.get("save_limit", DJANGO_Q_SAVE_LIMIT)
     if not (_is_int(save_limit) and save_limit > 0):
         return []
     return [
         CheckWarning(
+            f"WORKFLOWS['SAVE_TASK_RESULTS'] saves the app's task successes and "
             f"Q_CLUSTER 'save_limit' is {save_limit} (django-q2's default is "
             f"{DJANGO_Q_SAVE_LIMIT}): django-q2's monitor reads and locks every kept "
             "success after each task to delete the oldest one.",
@@ -316,7 +327,8 @@ def check_task_results(app_configs: Any = None, **kwargs: Any) -> list[CheckMess
                 "That costs the single monitor process milliseconds per task, growing "
                 "with the limit, and caps the task rate. Set 'save_limit': 0 (no pruning "
                 "by django-q2): workflows_app's cleanup schedule deletes successes older "
-                "than WORKFLOWS['TASK_RESULT_RETENTION_DAYS'] in one statement."
+                "than WORKFLOWS['TASK_RESULT_RETENTION_DAYS'] in one statement. Or leave "
+                "SAVE_TASK_RESULTS False (the default): failures are still saved."
             ),
             obj="settings.Q_CLUSTER",
             id="workflows_app.W003",
