@@ -4,7 +4,9 @@ workers when pointed here): the project settings plus the test app that defines 
 
 Extra environment variables: ``BG_Q_TIMEOUT`` / ``BG_Q_RETRY`` / ``BG_Q_BULK`` (django-q2
 ``timeout`` and ``retry`` in seconds, ``bulk``), ``BG_Q_ORM=1`` (django-q2's ORM broker
-instead of the app's default) and ``BG_LEASE_SECONDS`` (``WORKFLOWS["LEASE_SECONDS"]``).
+instead of the app's default), ``BG_LEASE_SECONDS`` (``WORKFLOWS["LEASE_SECONDS"]``) and
+``BG_SAVE_TASK_RESULTS=1`` (``WORKFLOWS["SAVE_TASK_RESULTS"]`` True for the tasks the
+workers queue; the test process sets its own for the runs it hands over).
 """
 
 import os
@@ -26,4 +28,5 @@ if os.environ.get("BG_Q_ORM") == "1":
 WORKFLOWS = {
     **WORKFLOWS,
     "LEASE_SECONDS": float(os.environ.get("BG_LEASE_SECONDS", "30")),
+    "SAVE_TASK_RESULTS": os.environ.get("BG_SAVE_TASK_RESULTS") == "1",
 }

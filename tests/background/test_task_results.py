@@ -1,5 +1,6 @@
 """django-q2's saved task results: with ``save_limit`` 0 its monitor keeps every
-success without reading the kept ones per task, and the app's cleanup schedule
+success it saves (the app's tasks with ``WORKFLOWS["SAVE_TASK_RESULTS"]``, tasks of
+schedules) without reading the kept ones per task, and the app's cleanup schedule
 deletes those older than ``WORKFLOWS["TASK_RESULT_RETENTION_DAYS"]`` in one
 statement, here run by a real qcluster worker."""
 
@@ -63,13 +64,15 @@ def test_a_worker_keeps_results_and_the_cleanup_task_prunes_old_ones(
     from django_q.tasks import async_task
 
     assert settings.Q_CLUSTER["save_limit"] == 0
+    # Successes saved for the runs this process hands over and the workers' tasks.
+    settings.WORKFLOWS = {**settings.WORKFLOWS, "SAVE_TASK_RESULTS": True}
     # The worker's retention is the default, 7 days.
-    cluster = qcluster()
+    cluster = qcluster(BG_SAVE_TASK_RESULTS="1")
     for number in range(3):
         start(bg.THREE_STEPS, f"bg-results-{number}", effects_dir)
     for number in range(3):
         assert wait_finished(bg.THREE_STEPS, f"bg-results-{number}", [cluster]).state == "done"
-    # Three tasks per run (one per background step), none pruned by django-q2.
+    # One task per run (its worker runs the three steps), none pruned by django-q2.
     wait_until(lambda: Success.objects.count() >= 3, [cluster], "the results", 30.0)
     kept = set(Success.objects.values_list("id", flat=True))
     old = sorted(kept)[:2]
