@@ -171,6 +171,30 @@ def test_background_runs_through_a_django_q_cluster():
     assert not rows.filter(step_executions__status="FAILED").exists()
 
 
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_background_rate_paces_the_starts():
+    report = json.loads(bench_output("--n", "20", "--only", "background", "--rate", "40", "--json"))
+    result = report["background"]
+    assert result["offered_per_s"] == 40
+    # The 20th start has its slot 19/40 s after the first.
+    assert result["enqueue_seconds"] >= 19 / 40
+    assert result["enqueue_per_s"] <= 40 * 20 / 19 + 0.1
+    assert result["runs"] == 20
+    assert 0 < result["p50_ms"] <= result["p95_ms"]
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "fast", "inf", "nan"])
+def test_bad_rate_is_an_error(value):
+    with pytest.raises(CommandError, match="positive number"):
+        bench_output("--n", "20", "--only", "background", "--rate", value)
+
+
+def test_rate_applies_only_to_background():
+    with pytest.raises(CommandError, match="applies only to 'background'"):
+        bench_output("--n", "20", "--only", "chain5", "--rate", "10")
+
+
 def test_concurrency_reports_each_runner_count():
     report = json.loads(
         bench_output("--n", "20", "--only", "chain5", "--concurrency", "1,2", "--json")

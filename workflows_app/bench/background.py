@@ -125,12 +125,21 @@ def _percentile(values: list[float], p: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (k - low)
 
 
-def _start_runs(item: Workload, prefix: str, count: int) -> dict[str, float]:
-    """Start ``count`` runs one after another; returns each run's start (epoch s)."""
+def _start_runs(
+    item: Workload, prefix: str, count: int, rate: float | None = None
+) -> dict[str, float]:
+    """Start ``count`` runs one after another, ``rate`` per second at most (``None``: as
+    fast as this process can); returns each run's start (epoch s)."""
     workflow_id, make_input, check = item.workflow_id, item.make_input, item.check
     run = workflow_engine.run
     started: dict[str, float] = {}
+    first = time.monotonic()
     for i in range(count):
+        if rate is not None:
+            # Open loop: each start has its slot, whatever the previous ones cost.
+            delay = first + i / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
         transaction_id = f"{prefix}-{i}"
         started[transaction_id] = time.time()
         check(run(workflow_id, input=make_input(i), transaction_id=transaction_id), i)
@@ -170,11 +179,17 @@ def _wait_finished(
     return found
 
 
-def measure_background(item: Workload, n: int, allow_sqlite: bool = False) -> dict:
+def measure_background(
+    item: Workload, n: int, allow_sqlite: bool = False, rate: float | None = None
+) -> dict:
     """Start ``n`` runs here and time them through a django-q2 cluster of
     :data:`BACKGROUND_WORKERS` workers, as the DBOS harness times its queue:
     workflows/s from the first run call to the last execution's ``ended_at``, and
-    end-to-end latency per run (run called -> ``ended_at``)."""
+    end-to-end latency per run (run called -> ``ended_at``).
+
+    By default the runs start as fast as this process can start them, so the latency
+    includes the queue that forms when that is faster than the workers; ``rate`` starts
+    them at that many per second instead (the latency at an offered load)."""
     key = item.key
     if connection.vendor == "sqlite" and not allow_sqlite:
         raise BenchmarkUnavailable(
@@ -189,13 +204,15 @@ def measure_background(item: Workload, n: int, allow_sqlite: bool = False) -> di
     queue_logger.setLevel(max(level, logging.WARNING))
     try:
         with override_settings(WORKFLOWS=background), WorkerCluster(BACKGROUND_WORKERS) as workers:
-            result = _time_background(item, n, workers)
+            result = _time_background(item, n, workers, rate)
     finally:
         queue_logger.setLevel(level)
     return result
 
 
-def _time_background(item: Workload, n: int, workers: WorkerCluster) -> dict:
+def _time_background(
+    item: Workload, n: int, workers: WorkerCluster, rate: float | None = None
+) -> dict:
     """Warm up (which also waits for the workers to be up), then time ``n`` runs."""
     tag = uuid.uuid4().hex[:10]
     warm = warmup_runs(n)
@@ -205,7 +222,7 @@ def _time_background(item: Workload, n: int, workers: WorkerCluster) -> dict:
     gc.collect()
     prefix = f"{item.workflow_id}-{tag}"
     first = time.time()
-    started = _start_runs(item, prefix, n)
+    started = _start_runs(item, prefix, n, rate)
     enqueue_seconds = time.time() - first
     seconds_allowed = max(FINISH_SECONDS_MIN, n * FINISH_SECONDS_PER_RUN)
     rows = _wait_finished(item, prefix, n, workers, seconds_allowed)
@@ -219,6 +236,7 @@ def _time_background(item: Workload, n: int, workers: WorkerCluster) -> dict:
         "max_ms": round(max(latencies), 1),
         "enqueue_seconds": round(enqueue_seconds, 6),
         "enqueue_per_s": round(n / enqueue_seconds, 1),
+        "offered_per_s": rate,
         "workers": workers.workers,
         "broker": brokers.broker_name(),
         "worker_persistent_connections": workers.persistent_connections,

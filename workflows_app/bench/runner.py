@@ -96,6 +96,7 @@ def run_benchmarks(
     on_result: Callable[[str, dict], Any] | None = None,
     allow_sqlite: bool = False,
     concurrency: list[int] | None = None,
+    rate: float | None = None,
 ) -> dict:
     """Run the selected workloads ``n`` times each; return the JSON-ready report.
 
@@ -105,6 +106,7 @@ def run_benchmarks(
     ``allow_sqlite`` lets the ``background`` workload try SQLite, which it refuses otherwise.
     With ``concurrency`` (runner counts, e.g. ``[1, 4, 8]``) each workload runs in that
     many processes at once, ``n`` runs each, and its entry maps each count to a result.
+    ``rate`` (runs per second) paces the starts of the ``background`` workload.
     """
     if n < 1:
         raise ValueError("n must be a positive integer.")
@@ -113,6 +115,8 @@ def run_benchmarks(
     keys = select(only)
     if concurrency and BACKGROUND_KEY in keys:
         raise ValueError(f"--concurrency does not apply to {BACKGROUND_KEY!r}.")
+    if rate is not None and BACKGROUND_KEY not in keys:
+        raise ValueError(f"--rate applies only to {BACKGROUND_KEY!r}.")
     report: dict[str, Any] = {}
     stored_settings = {**getattr(settings, "WORKFLOWS", {})}
     if durability is not None:
@@ -137,7 +141,7 @@ def run_benchmarks(
                     }
                 elif item.in_workers:
                     report[key] = report_result(
-                        key, measure_background(item, n, allow_sqlite=allow_sqlite)
+                        key, measure_background(item, n, allow_sqlite=allow_sqlite, rate=rate)
                     )
                 else:
                     report[key] = report_result(key, measure(item, n))

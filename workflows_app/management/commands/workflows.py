@@ -132,6 +132,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
 # list
 
 
@@ -423,6 +433,12 @@ def _bench_arguments(parser: CommandParser) -> None:
         "selected workload; reports the combined runs/s per count (PostgreSQL for the "
         "stored workloads).",
     )
+    parser.add_argument(
+        "--rate",
+        type=_positive_float,
+        help="Start the background runs at this many per second (default: as fast as one "
+        "process starts them), to read the latency at a load the workers can sustain.",
+    )
 
 
 @subcommand("bench", "Benchmark the SPEC workloads (see workflows_app.bench).", _bench_arguments)
@@ -450,6 +466,7 @@ def bench(command: Command, options: dict) -> None:
             on_result=None if options["json"] else print_line,
             allow_sqlite=options["allow_sqlite"],
             concurrency=concurrency,
+            rate=options["rate"],
         )
     except ValueError as exc:
         raise CommandError(str(exc)) from None
