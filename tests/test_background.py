@@ -16,7 +16,7 @@ from django.test import override_settings
 from django.utils import timezone
 from django_q.models import OrmQ, Schedule
 
-from workflows_app.background import DjangoQScheduler, ImmediateScheduler, schedule_name
+from workflows_app.background import DjangoQScheduler, ImmediateScheduler, Recurrence, schedule_name
 from workflows_app.engine import workflow_engine
 from workflows_app.models import WorkflowExecution
 from workflows_app.orchestration import runtime
@@ -93,6 +93,38 @@ def test_queued_tasks_ask_django_q_to_save_successes_only_with_the_setting(
 
     saves = {task.task["args"][1]: task.task["save"] for task in OrmQ.objects.all()}
     assert saves == {"t-default": False, "t-saved": True}
+
+
+def test_tasks_started_by_the_apps_schedules_are_saved_as_queued_tasks_are(
+    django_q_backend, settings, monkeypatch
+):
+    """django-q2's scheduler starts the due schedules' tasks with the schedules'
+    ``q_options``: a delayed resume and a recurring job follow SAVE_TASK_RESULTS."""
+    from django_q import scheduler as django_q_scheduler
+    from django_q.brokers import get_broker
+
+    # It closes the connections of a finished request first: this test has only one.
+    monkeypatch.setattr(django_q_scheduler, "close_old_django_connections", lambda: None)
+
+    django_q_backend.schedule("bgq-flow", "t-later", 30, "retry:bgq-flow:t-later:bgq-first")
+    django_q_backend.repeat(
+        "workflows:cleanup",
+        "workflows_app.tasks.clear_expired_executions",
+        (),
+        Recurrence(every=60),
+    )
+    settings.WORKFLOWS = {**settings.WORKFLOWS, "SAVE_TASK_RESULTS": True}
+    django_q_backend.schedule("bgq-flow", "t-saved", 30, "retry:bgq-flow:t-saved:bgq-first")
+    Schedule.objects.update(next_run=timezone.now() - datetime.timedelta(seconds=1))
+
+    django_q_scheduler.scheduler(broker=get_broker())
+
+    saves = {
+        task.task["func"] + str(task.task["args"]): task.task["save"] for task in OrmQ.objects.all()
+    }
+    assert saves["workflows_app.tasks.resume('bgq-flow', 't-later')"] is False
+    assert saves["workflows_app.tasks.resume('bgq-flow', 't-saved')"] is True
+    assert saves["workflows_app.tasks.clear_expired_executions()"] is False
 
 
 def test_the_enqueue_rolls_back_with_the_hand_over(django_q_backend):

@@ -41,6 +41,22 @@ RESUME_TASK = "workflows_app.tasks.resume"
 _NAME_LIMIT = 100
 
 
+def save_results() -> bool:
+    """Whether django-q2 saves the successes of the app's tasks (``SAVE_TASK_RESULTS``).
+
+    django-q2 saves a failed task whatever this says. By default a success is not
+    saved: the monitor skips its select and insert per task, and the step log
+    (StepExecution: task id, worker, duration) is the record. Read at each call, so
+    overrides apply."""
+    return bool(workflows_settings.SAVE_TASK_RESULTS)
+
+
+def schedule_options() -> str:
+    """A schedule's ``kwargs``: the task django-q2 starts from it is saved as the app's
+    queued tasks are (its scheduler hands ``q_options`` to ``async_task``)."""
+    return repr({"q_options": {"save": save_results()}})
+
+
 def schedule_name(key: str) -> str:
     """A schedule name for ``key`` that fits django-q2's column (long keys hashed)."""
     if len(key) <= _NAME_LIMIT:
@@ -109,11 +125,7 @@ class DjangoQScheduler:
         from django_q.tasks import async_task
 
         def send() -> None:
-            # django-q2 saves a failed task whatever "save" says. A success is saved
-            # only with SAVE_TASK_RESULTS: by default the monitor skips its select and
-            # insert per task, and the step log (StepExecution: task id, worker,
-            # duration) is the record. Read here, at each call, so overrides apply.
-            async_task(func, *args, save=bool(workflows_settings.SAVE_TASK_RESULTS))
+            async_task(func, *args, save=save_results())
 
         def send_after_commit() -> None:
             try:
@@ -144,6 +156,7 @@ class DjangoQScheduler:
         values = {
             "func": RESUME_TASK,
             "args": repr((workflow_id, transaction_id)),
+            "kwargs": schedule_options(),
             "schedule_type": Schedule.ONCE,
             "repeats": -1,
             "next_run": next_run,
@@ -171,7 +184,7 @@ class DjangoQScheduler:
                     "expression."
                 )
             values = {"schedule_type": Schedule.MINUTES, "minutes": int(every // 60), "cron": None}
-        values.update(func=func, args=repr(tuple(args)))
+        values.update(func=func, args=repr(tuple(args)), kwargs=schedule_options())
         existing = Schedule.objects.filter(name=name).first()
         if existing is not None and all(
             getattr(existing, key) == value for key, value in values.items()
@@ -318,8 +331,8 @@ def prune_task_results(retention_days: float | None, now: datetime.datetime | No
     """Delete django-q2's saved successes that stopped more than ``retention_days``
     ago, in one ``DELETE`` (no row read into Python); returns the count.
 
-    Successes are saved for the tasks started by django-q2 schedules, and for the
-    app's queued tasks with ``WORKFLOWS["SAVE_TASK_RESULTS"]``; with
+    Successes of the app's tasks, queued or started by its schedules, are saved
+    with ``WORKFLOWS["SAVE_TASK_RESULTS"]`` (other tasks follow django-q2); with
     ``Q_CLUSTER["save_limit"]`` 0 django-q2 never prunes them, which is cheaper per
     task than its own pruning (see system check ``workflows_app.W003``)."""
     if retention_days is None or not apps.is_installed("django_q"):
