@@ -113,6 +113,29 @@ def test_workflow_timeout_ignores_continue_on_permanent_failure():
     assert tx.get_flow()["timedOutAt"]
 
 
+def test_workflow_timeout_before_any_step_settled_still_names_the_timeout():
+    """The run's timeout passes before its first step started (here an on_begin
+    handler stalls; in production a paused process or a slow start): the run reverts
+    with a TransactionTimeoutError, not with an empty error list."""
+    log = Recorder()
+    a = recording_step("a", log)
+
+    def composer(input):
+        a()
+
+    def stall(transaction, **kwargs):
+        time.sleep(0.15)
+
+    res = create_workflow(uname(), composer, timeout=0.1).run(
+        throw_on_error=False, events={"on_begin": stall}
+    )
+    tx = res.transaction
+    assert tx.get_state() == "reverted"
+    assert error_names(tx.get_errors()) == ["TransactionTimeoutError"]
+    assert tx.get_errors()[0].step_id == "a"
+    assert log.names("invoke") == []
+
+
 def test_workflow_within_timeout_is_done():
     log = Recorder()
     a = recording_step("a", log)

@@ -93,9 +93,13 @@ class Timers:
         tx.paused = []
         tx.scheduled.clear()
         blamed = any(e.error.get("name") == "TransactionTimeoutError" for e in tx.errors)
-        if not culprits and not blamed and tx.last_settled is not None:
+        # With nothing running, the error goes to the step that settled last or, when
+        # the timeout passed before any step settled, to the first step due to start:
+        # a reverted run always says why.
+        anchor = tx.last_settled or next((tx.steps[i] for i in tx.ready), None)
+        if not culprits and not blamed and anchor is not None:
             error = serialize_error(TransactionTimeoutError(self._timeout_message(tx)))
-            tx.errors.append(StepError(tx.last_settled.node.step_id, HandlerType.INVOKE, error))
+            tx.errors.append(StepError(anchor.node.step_id, HandlerType.INVOKE, error))
         for run in culprits:
             run.invoke_state = StepState.TIMEOUT
             run.invoke_status = StepStatus.PERMANENT_FAILURE
