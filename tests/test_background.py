@@ -20,6 +20,7 @@ from workflows_app.background import DjangoQScheduler, ImmediateScheduler, Recur
 from workflows_app.engine import workflow_engine
 from workflows_app.models import WorkflowExecution
 from workflows_app.orchestration import runtime
+from workflows_app.orchestration.clock import Clock
 from workflows_app.sdk import StepResponse, create_step, create_workflow
 from workflows_app.testing import advance
 from workflows_app.worker import on_worker_start
@@ -202,6 +203,19 @@ def test_scheduled_runs_on_the_immediate_clock_use_seconds():
     workflow_engine.setup_schedules()
     advance(90 * 2 + 1)
     assert ran.count("bgq-first") == 2
+
+
+def test_the_virtual_clock_reaches_each_moment_it_is_moved_to_and_never_goes_back():
+    virtual = Clock()
+    start = virtual.now()
+    # Differences that do not add up exactly in floating point.
+    moments = [start + 0.1 + k / 7 + k * 1e-7 for k in range(200)]
+    for moment in moments:
+        virtual.advance_to(moment)
+        assert virtual.now() >= moment
+    offset = virtual.offset
+    virtual.advance_to(start)
+    assert virtual.offset == offset
 
 
 def test_a_worker_start_queues_a_recovery_sweep_and_starts_the_tick(django_q_backend, monkeypatch):

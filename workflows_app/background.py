@@ -283,12 +283,10 @@ class ImmediateScheduler:
                     break
                 timer = heapq.nsmallest(1, due)[0]
                 del self._timers[timer.key]
-            if timer.due > clock.now():
-                clock.advance(timer.due - clock.now())
+            clock.advance_to(timer.due)
             self._fire(timer)
             fired += 1
-        if target > clock.now():
-            clock.advance(target - clock.now())
+        clock.advance_to(target)
         return fired
 
     def pending(self) -> list[tuple[str, float]]:

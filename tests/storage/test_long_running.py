@@ -7,6 +7,7 @@ that ``workflows_app.testing.advance`` moves.
 """
 
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 from django.utils import timezone
@@ -14,6 +15,7 @@ from django.utils import timezone
 from workflows_app.engine import workflow_engine
 from workflows_app.models import StepExecution, WorkflowExecution
 from workflows_app.orchestration import InvalidStepStateError, TransactionNotFound
+from workflows_app.orchestration import clock as clock_module
 from workflows_app.sdk import StepResponse, create_step, create_workflow
 from workflows_app.testing import advance, pending
 
@@ -268,6 +270,18 @@ def step_timeout_flow(input):
     return slow_reply(prepare(input))
 
 
+@pytest.fixture(params=["moving", "standing still"])
+def wall_clock(request, monkeypatch):
+    """With the wall clock standing still, a timer fires on the very millisecond it
+    was armed for, as on a fast machine (a CI run once found the step still waiting:
+    the check on resume asked for a moment *after* the due one)."""
+    if request.param == "standing still":
+        frozen = clock_module.time.time()
+        monkeypatch.setattr(clock_module, "time", SimpleNamespace(time=lambda: frozen))
+    return request.param
+
+
+@pytest.mark.usefixtures("wall_clock")
 def test_a_waiting_step_past_its_timeout_reverts_the_run_and_refuses_a_late_answer():
     res = workflow_engine.run("lr-step-timeout-flow", input=1)
     tx_id = res.transaction.transaction_id
@@ -294,6 +308,7 @@ def tx_timeout_flow(input):
     return approve(first).config(name="lr-approve-in-time")
 
 
+@pytest.mark.usefixtures("wall_clock")
 def test_the_transaction_timeout_reverts_a_run_whose_step_still_waits():
     workflow_engine.run("lr-tx-timeout-flow", input=1)
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from .attempts import build_record, locate_error, storable
 from .calls import Attempt, Outcome
+from .clock import due_at
 from .errors import (
     NonSerializableCheckpointError,
     PayloadTooLargeError,
@@ -134,7 +135,7 @@ class Outcomes:
             tx.paused.append(index)
             return
         if options.retry_interval:
-            due = (run.last_attempt or 0) + options.retry_interval * 1000
+            due = due_at(run.last_attempt or 0, options.retry_interval)
             delay = (due - now_ms()) / 1000
             if delay > 0:
                 run.has_scheduled_retry = True

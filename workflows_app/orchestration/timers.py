@@ -8,6 +8,7 @@ again and which time out.
 from __future__ import annotations
 
 from .calls import Attempt, Outcome
+from .clock import due_at
 from .errors import StepError, TransactionStepTimeoutError, TransactionTimeoutError, serialize_error
 from .responses import StepResponse
 from .runtime import runtime
@@ -19,19 +20,15 @@ class Timers:
     """The timer and timeout part of :class:`~.orchestrator.Orchestrator`."""
 
     def _transaction_timed_out(self, tx: Transaction) -> bool:
-        timeout = tx.definition.options.get("timeout")
-        if not timeout or tx.started_at is None or tx.timed_out_at is not None:
-            return False
-        if tx.replay:
-            return False
-        return now_ms() > tx.started_at + timeout * 1000
+        deadline = self._deadline(tx)
+        return deadline is not None and now_ms() >= deadline
 
     def _deadline(self, tx: Transaction) -> int | None:
         """When the run's ``timeout`` passes (ms), unless it already timed out."""
         timeout = tx.definition.options.get("timeout")
         if not timeout or tx.started_at is None or tx.timed_out_at is not None or tx.replay:
             return None
-        return tx.started_at + int(timeout * 1000)
+        return due_at(tx.started_at, timeout)
 
     @staticmethod
     def _overran(job: Attempt, deadline: int | None) -> bool:
@@ -151,18 +148,17 @@ class Timers:
                 continue
             options = run.node.options
             if options.timeout and run.started_at is not None:
-                due = run.started_at + int(options.timeout * 1000)
-                arm(due, f"step_timeout:{prefix}:{run.step_id}")
+                arm(due_at(run.started_at, options.timeout), f"step_timeout:{prefix}:{run.step_id}")
             if options.retry_interval_awaiting and self._may_reawait(run):
-                due = (run.last_attempt or now) + int(options.retry_interval_awaiting * 1000)
+                due = due_at(run.last_attempt or now, options.retry_interval_awaiting)
                 arm(due, f"retry_awaiting:{prefix}:{run.step_id}")
         for index in tx.scheduled:
             run = tx.steps[index]
             interval = run.node.options.retry_interval or 0
-            wake.append((run.last_attempt or now) + int(interval * 1000))
+            wake.append(due_at(run.last_attempt or now, interval))
         timeout = tx.definition.options.get("timeout")
         if timeout and tx.timed_out_at is None and tx.started_at is not None:
-            arm(tx.started_at + int(timeout * 1000), f"transaction_timeout:{prefix}")
+            arm(due_at(tx.started_at, timeout), f"transaction_timeout:{prefix}")
         tx.wake_at = min(wake) if wake else None
 
     @staticmethod
@@ -182,14 +178,18 @@ class Timers:
                     continue
                 options = run.node.options
                 timeout = options.timeout
-                if timeout and run.started_at is not None and now > run.started_at + timeout * 1000:
+                if (
+                    timeout
+                    and run.started_at is not None
+                    and now >= due_at(run.started_at, timeout)
+                ):
                     self._time_out_waiting(tx, run, now)
                     continue
                 interval = options.retry_interval_awaiting
                 if (
                     interval
                     and self._may_reawait(run)
-                    and now >= (run.last_attempt or 0) + interval * 1000
+                    and now >= due_at(run.last_attempt or 0, interval)
                 ):
                     tx.waiting.discard(index)
                     tx.ready.append(index)
@@ -203,7 +203,7 @@ class Timers:
             for index in list(tx.scheduled):
                 run = tx.steps[index]
                 interval = run.node.options.retry_interval or 0
-                if run.last_attempt is None or now >= run.last_attempt + interval * 1000:
+                if run.last_attempt is None or now >= due_at(run.last_attempt, interval):
                     tx.scheduled.discard(index)
                     run.has_scheduled_retry = False
                     tx.ready.append(index)
