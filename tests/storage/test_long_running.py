@@ -57,6 +57,19 @@ def step_rows(
     return list(rows.order_by("attempt", "id"))
 
 
+@pytest.fixture(params=["moving", "standing still"])
+def wall_clock(request, monkeypatch):
+    """With the wall clock standing still, everything happens in one millisecond, as
+    it may on a fast machine: a timer fires on the very millisecond it was armed for
+    (a CI run once found a timed-out step still waiting, the check on resume asked
+    for a later moment) and retry_step() comes in the millisecond of the attempt it
+    retries (it was taken for an attempt already made)."""
+    if request.param == "standing still":
+        frozen = clock_module.time.time()
+        monkeypatch.setattr(clock_module, "time", SimpleNamespace(time=lambda: frozen))
+    return request.param
+
+
 # Workflows
 
 prepare = create_step("lr-prepare", record("prepare"), undo("prepare"))
@@ -146,6 +159,7 @@ def test_an_outside_failure_reverts_the_run():
     assert latest("lr-approval-flow").state == "reverted"
 
 
+@pytest.mark.usefixtures("wall_clock")
 def test_retry_step_invokes_a_waiting_step_again():
     res = workflow_engine.run("lr-approval-flow", input=5)
     tx_id = res.transaction.transaction_id
@@ -164,6 +178,25 @@ def test_retry_step_invokes_a_waiting_step_again():
         workflow_id="lr-approval-flow", transaction_id=tx_id, step_id="lr-approve", response=1
     )
     assert latest("lr-approval-flow").state == "done"
+
+
+def test_a_retry_request_stored_before_attempt_counts_were_kept_is_still_made():
+    res = workflow_engine.run("lr-approval-flow", input=5)
+    tx_id = res.transaction.transaction_id
+    execution = latest("lr-approval-flow")
+    # As an older release stored a retry_step() that no worker had acted on yet:
+    # a request time after the last attempt, and no attempt count.
+    flow = execution.execution
+    step = next(v for v in flow["steps"].values() if v["id"].endswith("lr-approve"))
+    step["retryRescheduledAt"] = step["lastAttempt"] + 1
+    step.pop("retryRequestedAfterAttempt", None)
+    WorkflowExecution.objects.filter(pk=execution.pk).update(execution=flow)
+
+    workflow_engine.resume("lr-approval-flow", tx_id)
+
+    rows = step_rows(latest("lr-approval-flow"), "lr-approve")
+    assert [(r.attempt, r.status) for r in rows] == [(1, "WAITING"), (2, "WAITING")]
+    assert calls.count("approve asked") == 2
 
 
 def test_set_step_success_on_a_step_that_is_not_waiting_is_refused_and_changes_nothing():
@@ -268,17 +301,6 @@ slow_reply = create_step("lr-slow-reply", _approve, _approve_undo, async_=True, 
 @create_workflow("lr-step-timeout-flow", store=True, retention_time=3600)
 def step_timeout_flow(input):
     return slow_reply(prepare(input))
-
-
-@pytest.fixture(params=["moving", "standing still"])
-def wall_clock(request, monkeypatch):
-    """With the wall clock standing still, a timer fires on the very millisecond it
-    was armed for, as on a fast machine (a CI run once found the step still waiting:
-    the check on resume asked for a moment *after* the due one)."""
-    if request.param == "standing still":
-        frozen = clock_module.time.time()
-        monkeypatch.setattr(clock_module, "time", SimpleNamespace(time=lambda: frozen))
-    return request.param
 
 
 @pytest.mark.usefixtures("wall_clock")
@@ -555,6 +577,7 @@ def test_recovery_completes_a_parent_step_whose_child_ended_while_the_parent_was
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("wall_clock")
 def test_retry_step_takes_the_ended_child_instead_of_starting_a_second():
     parent_tx, _child_tx = _child_ends_while_the_parent_is_busy()
 

@@ -60,9 +60,7 @@ class Replay:
                 self._replay_interruption(tx)
             for index in list(tx.waiting):
                 # retry_step() asked for another attempt that no worker has made yet.
-                run = tx.steps[index]
-                requested = run.retry_rescheduled_at
-                if requested and requested > (run.last_attempt or 0):
+                if tx.steps[index].retry_pending:
                     tx.waiting.discard(index)
                     tx.ready.append(index)
         finally:

@@ -25,6 +25,7 @@ class StepRun:
         "invoke_status",
         "last_attempt",
         "node",
+        "retry_requested_after",
         "retry_rescheduled_at",
         "started_at",
         "step_failed",
@@ -46,11 +47,29 @@ class StepRun:
         self.temporary_failed_at: int | None = None
         self.timed_out_at: int | None = None
         self.retry_rescheduled_at: int | None = None
+        # The attempt count when retry_step() asked for another attempt: the request
+        # is pending until an attempt beyond it exists (a timestamp cannot tell a
+        # request from an attempt made in the same millisecond).
+        self.retry_requested_after: int | None = None
         self.has_scheduled_retry = False
 
     @property
     def id(self) -> str:
         return self.node.id
+
+    @property
+    def retry_pending(self) -> bool:
+        """Whether retry_step() asked for an attempt that has not been made yet."""
+        if self.retry_requested_after is not None:
+            return self.attempts <= self.retry_requested_after
+        # Runs stored before the attempt count was kept.
+        requested = self.retry_rescheduled_at
+        return bool(requested) and requested > (self.last_attempt or 0)
+
+    def restore_retry_request(self, flow: dict) -> None:
+        """Take a retry_step() request back from the step's stored flow data."""
+        self.retry_rescheduled_at = flow.get("retryRescheduledAt") or None
+        self.retry_requested_after = flow.get("retryRequestedAfterAttempt")
 
     @property
     def step_id(self) -> str:
@@ -88,6 +107,7 @@ class StepRun:
             ("temporaryFailedAt", self.temporary_failed_at),
             ("timedOutAt", self.timed_out_at),
             ("retryRescheduledAt", self.retry_rescheduled_at),
+            ("retryRequestedAfterAttempt", self.retry_requested_after),
         ):
             if value is not None:
                 data[key] = value

@@ -307,9 +307,7 @@ class OrmStorage:
         tx.iteration_records = iterations
         steps_json = flow.get("steps") or {}
         for run in tx.steps:
-            requested = (steps_json.get(run.node.id) or {}).get("retryRescheduledAt")
-            if requested:
-                run.retry_rescheduled_at = requested
+            run.restore_retry_request(steps_json.get(run.node.id) or {})
         orchestrator.fast_forward(tx)
         if row.state in FINISHED_STATES:
             tx.state = TransactionState(row.state)
