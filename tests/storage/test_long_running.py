@@ -16,7 +16,7 @@ from workflows_app.engine import workflow_engine
 from workflows_app.models import StepExecution, WorkflowExecution
 from workflows_app.orchestration import InvalidStepStateError, TransactionNotFound
 from workflows_app.orchestration import clock as clock_module
-from workflows_app.sdk import StepResponse, create_step, create_workflow
+from workflows_app.sdk import StepResponse, create_step, create_workflow, parallelize
 from workflows_app.testing import advance, pending
 
 pytestmark = pytest.mark.django_db
@@ -322,6 +322,38 @@ def test_a_waiting_step_past_its_timeout_reverts_the_run_and_refuses_a_late_answ
         workflow_engine.set_step_success(
             workflow_id="lr-step-timeout-flow", transaction_id=tx_id, step_id="lr-slow-reply"
         )
+
+
+def _busy(value, ctx):
+    calls.append("busy")
+    # A handler that works on past the waiting step's timeout (the virtual clock
+    # stands in for the seconds it takes; no timer fires meanwhile).
+    clock_module.clock.advance(90)
+    return StepResponse(value, "busy")
+
+
+busy = create_step("lr-busy", _busy, undo("busy"))
+ask_briefly = create_step("lr-ask-briefly", _approve, _approve_undo, async_=True, timeout=60)
+
+
+@create_workflow("lr-timeout-while-busy-flow", store=True, retention_time=3600)
+def timeout_while_busy_flow(input):
+    return parallelize(ask_briefly(input), busy(input))
+
+
+@pytest.mark.usefixtures("wall_clock")
+def test_a_step_timeout_that_passes_while_the_run_is_busy_reverts_the_run_at_once():
+    res = workflow_engine.run("lr-timeout-while-busy-flow", input=1, throw_on_error=False)
+
+    # No timer armed for a moment already gone (its resume would have found the run
+    # still held by this call): the timeout is acted on before the call returns.
+    assert str(res.transaction.state) == "reverted"
+    execution = latest("lr-timeout-while-busy-flow")
+    assert execution.state == "reverted"
+    assert execution.top_error()["name"] == "TransactionStepTimeoutError"
+    assert [r.status for r in step_rows(execution, "lr-ask-briefly")] == ["TIMED_OUT"]
+    assert sorted(calls) == sorted(["approve asked", "busy", "undo approve", "undo busy"])
+    assert pending() == []
 
 
 @create_workflow("lr-tx-timeout-flow", store=True, retention_time=3600, timeout=120)

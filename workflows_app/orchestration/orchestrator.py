@@ -210,6 +210,17 @@ class Orchestrator(Outcomes, Compensation, Timers, Replay):
             self._stop_stale(tx, exc)
 
     def _loop(self, tx: Transaction) -> None:
+        self._advance(tx)
+        while tx.stored and not tx.has_finished() and self._timeout_due(tx):
+            # A timeout passed while the run was busy here (a waiting step's, while
+            # other steps ran): act on it now rather than arm a timer for a moment
+            # already gone.
+            self._time_out_past(tx, now_ms())
+            self._advance(tx)
+        self._stop(tx)
+
+    def _advance(self, tx: Transaction) -> None:
+        """Run the state machine until the run finishes or has nothing to start."""
         while True:
             state = tx.state
             if state is TransactionState.INVOKING:
@@ -246,6 +257,9 @@ class Orchestrator(Outcomes, Compensation, Timers, Replay):
                     )
                 break
             break
+
+    def _stop(self, tx: Transaction) -> None:
+        """Arm the timers a stored run waits on and hand it back to the storage."""
         tx.has_waiting_steps = bool(tx.waiting)
         if tx.hand_off and not tx.ready:
             # Nothing left for a worker to start: the run waits, or it finished.

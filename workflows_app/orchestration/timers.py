@@ -139,7 +139,8 @@ class Timers:
         wake: list[int] = []
 
         def arm(due: int, key: str) -> None:
-            scheduler.schedule(workflow_id, transaction_id, max(due - now, 0) / 1000, key)
+            # Never "at once": a resume queued now would find the run still held here.
+            scheduler.schedule(workflow_id, transaction_id, max(due - now, 1) / 1000, key)
             wake.append(due)
 
         for index in tx.waiting:
@@ -161,6 +162,30 @@ class Timers:
             arm(due_at(tx.started_at, timeout), f"transaction_timeout:{prefix}")
         tx.wake_at = min(wake) if wake else None
 
+    def _past_timeout(self, tx: Transaction, now: int) -> list[int]:
+        """The waiting steps whose ``timeout`` has passed."""
+        past = []
+        for index in tx.waiting:
+            run = tx.steps[index]
+            timeout = run.node.options.timeout
+            if run.step_failed or not timeout or run.started_at is None:
+                continue
+            if now >= due_at(run.started_at, timeout):
+                past.append(index)
+        return past
+
+    def _timeout_due(self, tx: Transaction) -> bool:
+        """Whether the run's timeout or a waiting step's timeout has passed."""
+        if tx.state is TransactionState.INVOKING and self._transaction_timed_out(tx):
+            return True
+        return bool(self._past_timeout(tx, now_ms()))
+
+    def _time_out_past(self, tx: Transaction, now: int) -> None:
+        """Time out the waiting steps whose ``timeout`` has passed."""
+        for index in self._past_timeout(tx, now):
+            if index in tx.waiting:
+                self._time_out_waiting(tx, tx.steps[index], now)
+
     @staticmethod
     def _may_reawait(run: StepRun) -> bool:
         limit = run.node.options.max_awaiting_retries
@@ -171,20 +196,13 @@ class Timers:
         time out waiting steps past their timeout; re-invoke waiting steps whose
         ``retry_interval_awaiting`` is over."""
         now = now_ms()
+        self._time_out_past(tx, now)
         if tx.waiting:
             for index in list(tx.waiting):
                 run = tx.steps[index]
                 if run.step_failed:
                     continue
                 options = run.node.options
-                timeout = options.timeout
-                if (
-                    timeout
-                    and run.started_at is not None
-                    and now >= due_at(run.started_at, timeout)
-                ):
-                    self._time_out_waiting(tx, run, now)
-                    continue
                 interval = options.retry_interval_awaiting
                 if (
                     interval
