@@ -46,6 +46,14 @@ class Recorder:
     def payloads(self, kind: str) -> dict[str, object]:
         return {e[1]: e[2] for e in self.entries if e[0] == kind}
 
+    def most_at_once(self, began: str = "start", ended: str = "end") -> int:
+        """The most steps that were running at one moment, from their logged start
+        and end times: concurrency shown without timing the whole run (which a
+        loaded machine slows)."""
+        starts, ends = self.payloads(began), self.payloads(ended)
+        spans = [(starts[name], ends[name]) for name in starts]
+        return max(sum(1 for s, e in spans if s <= moment < e) for moment, _ in spans)
+
 
 def recording_step(
     name: str,
@@ -75,6 +83,8 @@ def recording_step(
     def undo(cinput, ctx):
         log.add("compensate", name, cinput)
         if compensate_sleep:
+            log.add("compensate began", name, time.perf_counter())
             time.sleep(compensate_sleep)
+            log.add("compensate ended", name, time.perf_counter())
 
     return create_step(name, invoke, undo if compensate else None, **options)

@@ -1,7 +1,5 @@
 """Compensation: order, inputs, states, failures, continue/skip flags and cancel."""
 
-import time
-
 import pytest
 
 from workflows_app.sdk import (
@@ -220,11 +218,9 @@ def test_parallel_group_members_compensate_concurrently():
         t()
 
     wf = create_workflow(uname(), composer)
-    start = time.perf_counter()
     wf.run(throw_on_error=False)
-    elapsed = time.perf_counter() - start
     assert sorted(log.names("compensate")) == ["a", "p", "q", "r", "t"]
-    assert elapsed < 0.5
+    assert log.most_at_once("compensate began", "compensate ended") == 3
 
 
 def test_continue_on_permanent_failure():

@@ -76,11 +76,9 @@ def test_io_bound_members_overlap_while_plain_ones_run_here():
     def composer(input):
         parallelize(*(m() for m in waiting), plain())
 
-    start = time.perf_counter()
     create_workflow(uname(), composer).run()
-    elapsed = time.perf_counter() - start
     assert here_idents == [threading.get_ident()]
-    assert elapsed < 0.35
+    assert log.most_at_once() == 2
 
 
 def test_plain_members_run_in_threads_concurrently():
@@ -90,18 +88,19 @@ def test_plain_members_run_in_threads_concurrently():
     def composer(input):
         return list(parallelize(*(m() for m in members)))
 
-    wf = create_workflow(uname(), composer)
-    start = time.perf_counter()
-    res = wf.run()
-    elapsed = time.perf_counter() - start
+    res = create_workflow(uname(), composer).run()
     assert res.result == ["p", "q", "r"]
-    assert elapsed < 0.45
+    assert log.most_at_once() == 3
 
 
 def test_async_members_are_gathered():
+    log = Recorder()
+
     def make(name):
         async def invoke(inp, ctx):
+            log.add("start", name, time.perf_counter())
             await asyncio.sleep(0.2)
+            log.add("end", name, time.perf_counter())
             return name.upper()
 
         return create_step(name, invoke)
@@ -111,12 +110,9 @@ def test_async_members_are_gathered():
     def composer(input):
         return list(parallelize(*(m() for m in members)))
 
-    wf = create_workflow(uname(), composer)
-    start = time.perf_counter()
-    res = wf.run()
-    elapsed = time.perf_counter() - start
+    res = create_workflow(uname(), composer).run()
     assert res.result == ["P", "Q", "R"]
-    assert elapsed < 0.45
+    assert log.most_at_once() == 3
 
 
 def test_step_after_group_waits_for_all_members():
@@ -241,12 +237,10 @@ def test_thread_pool_is_bounded_by_default():
     def composer(input):
         parallelize(*(m() for m in members))
 
-    wf = create_workflow(uname(), composer)
-    start = time.perf_counter()
-    wf.run()
-    elapsed = time.perf_counter() - start
+    create_workflow(uname(), composer).run()
     assert len(log.names("end")) == 8
-    assert 0.22 <= elapsed < 0.45
+    # PARALLEL_THREADS defaults to 4 pool threads; the calling thread runs members too.
+    assert 2 <= log.most_at_once() <= 5
 
 
 def test_one_parallel_thread_runs_members_sequentially(settings):
