@@ -185,11 +185,11 @@ def test_a_retry_request_stored_before_attempt_counts_were_kept_is_still_made():
     tx_id = res.transaction.transaction_id
     execution = latest("lr-approval-flow")
     # As an older release stored a retry_step() that no worker had acted on yet:
-    # a request time after the last attempt, and no attempt count.
+    # a request time (here a second) after the last attempt, and no attempt count.
     flow = execution.execution
     step = next(v for v in flow["steps"].values() if v["id"].endswith("lr-approve"))
-    step["retryRescheduledAt"] = step["lastAttempt"] + 1
-    step.pop("retryRequestedAfterAttempt", None)
+    step["retryRescheduledAt"] = step["lastAttempt"] + 1000
+    step.pop("retryRequest", None)
     WorkflowExecution.objects.filter(pk=execution.pk).update(execution=flow)
 
     workflow_engine.resume("lr-approval-flow", tx_id)
@@ -452,6 +452,36 @@ def test_an_async_compensation_waits_for_its_outside_answer():
     assert calls == ["prepare", "hold", "release asked", "undo prepare"]
     execution.refresh_from_db()
     assert execution.state == "reverted"
+
+
+ask_then_hold = create_step(
+    "lr-ask-then-hold", _approve, _release_later, async_=True, compensate_async=True
+)
+
+
+@create_workflow("lr-retried-then-compensated-flow", store=True, retention_time=3600)
+def retried_then_compensated_flow(input):
+    return boom(ask_then_hold(prepare(input)))
+
+
+@pytest.mark.usefixtures("wall_clock")
+def test_a_retry_step_of_the_invoke_is_not_taken_for_one_of_the_compensation():
+    res = workflow_engine.run("lr-retried-then-compensated-flow", input=1)
+    tx_id = res.transaction.transaction_id
+    address = f"lr-retried-then-compensated-flow:{tx_id}:lr-ask-then-hold"
+    workflow_engine.retry_step(f"{address}:invoke")
+    workflow_engine.set_step_success(f"{address}:invoke", response="ok")
+    assert calls == ["prepare", "approve asked", "approve asked", "release asked"]
+
+    # Its compensation waits with as many attempts as the retried invoke had before
+    # the retry: a rebuild must not read the old request as one for the compensation.
+    workflow_engine.resume("lr-retried-then-compensated-flow", tx_id)
+
+    assert calls.count("release asked") == 1
+    assert latest("lr-retried-then-compensated-flow").state == "compensating"
+    done = workflow_engine.set_step_success(f"{address}:compensate", response="released")
+    assert str(done.transaction.state) == "reverted"
+    assert calls[-1] == "undo prepare"
 
 
 # Nested async sub-workflow

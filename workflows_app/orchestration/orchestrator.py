@@ -193,8 +193,7 @@ class Orchestrator(Outcomes, Compensation, Timers, Replay):
     ) -> Transaction:
         """Invoke a step that waits for a response once more."""
         run = self._waiting_step(tx, step_id, handler_type, "retry step")
-        run.retry_rescheduled_at = now_ms()
-        run.retry_requested_after = run.attempts
+        run.request_retry(now_ms())
         tx.waiting.discard(run.node.index)
         tx.ready.append(run.node.index)
         # As Medusa schedules a retry at once: a worker invokes the step again.

@@ -25,7 +25,7 @@ class StepRun:
         "invoke_status",
         "last_attempt",
         "node",
-        "retry_requested_after",
+        "retry_request",
         "retry_rescheduled_at",
         "started_at",
         "step_failed",
@@ -47,10 +47,10 @@ class StepRun:
         self.temporary_failed_at: int | None = None
         self.timed_out_at: int | None = None
         self.retry_rescheduled_at: int | None = None
-        # The attempt count when retry_step() asked for another attempt: the request
-        # is pending until an attempt beyond it exists (a timestamp cannot tell a
-        # request from an attempt made in the same millisecond).
-        self.retry_requested_after: int | None = None
+        # retry_step()'s request: the handler it asked to run again and its attempt
+        # count then. It stands until an attempt beyond that count exists (a time
+        # cannot tell a request from an attempt made in the same millisecond).
+        self.retry_request: tuple[str, int] | None = None
         self.has_scheduled_retry = False
 
     @property
@@ -60,16 +60,24 @@ class StepRun:
     @property
     def retry_pending(self) -> bool:
         """Whether retry_step() asked for an attempt that has not been made yet."""
-        if self.retry_requested_after is not None:
-            return self.attempts <= self.retry_requested_after
+        if self.retry_request is not None:
+            handler_type, after = self.retry_request
+            return handler_type == self.handler_type and self.attempts <= after
         # Runs stored before the attempt count was kept.
         requested = self.retry_rescheduled_at
         return bool(requested) and requested > (self.last_attempt or 0)
 
+    def request_retry(self, at: int) -> None:
+        """Note retry_step()'s request for another attempt of the current handler."""
+        self.retry_rescheduled_at = at
+        self.retry_request = (self.handler_type, self.attempts)
+
     def restore_retry_request(self, flow: dict) -> None:
         """Take a retry_step() request back from the step's stored flow data."""
         self.retry_rescheduled_at = flow.get("retryRescheduledAt") or None
-        self.retry_requested_after = flow.get("retryRequestedAfterAttempt")
+        request = flow.get("retryRequest")
+        if request:
+            self.retry_request = (request["handlerType"], request["afterAttempt"])
 
     @property
     def step_id(self) -> str:
@@ -107,10 +115,12 @@ class StepRun:
             ("temporaryFailedAt", self.temporary_failed_at),
             ("timedOutAt", self.timed_out_at),
             ("retryRescheduledAt", self.retry_rescheduled_at),
-            ("retryRequestedAfterAttempt", self.retry_requested_after),
         ):
             if value is not None:
                 data[key] = value
+        if self.retry_request is not None:
+            handler_type, after = self.retry_request
+            data["retryRequest"] = {"handlerType": str(handler_type), "afterAttempt": after}
         if self.has_scheduled_retry:
             data["hasScheduledRetry"] = True
         return data
