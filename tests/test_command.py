@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 from datetime import timedelta
@@ -162,6 +163,22 @@ def test_bad_json_from_the_command_line_exits_1_without_traceback():
     assert "CommandError: --input is not valid JSON" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert proc.stdout == ""
+
+
+def test_a_command_before_migrate_says_to_migrate_without_traceback(tmp_path):
+    fresh = tmp_path / "never-migrated.sqlite3"
+    proc = subprocess.run(
+        [sys.executable, "manage.py", "workflows", "executions"],
+        cwd=REPO_ROOT,
+        env={**os.environ, "DATABASE_URL": f"sqlite:///{fresh}"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    assert "CommandError: The database has no table workflow_execution" in proc.stderr
+    assert "run `python manage.py migrate` first." in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 # executions

@@ -15,6 +15,7 @@ from django.apps import apps
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, register
 from django.core.checks import Warning as CheckWarning
+from django.db import DatabaseError, connection
 from django.utils.functional import Promise
 from django.utils.module_loading import import_string
 
@@ -334,3 +335,21 @@ def check_task_results(app_configs: Any = None, **kwargs: Any) -> list[CheckMess
             id="workflows_app.W003",
         )
     ]
+
+
+def missing_tables() -> list[str]:
+    """The tables of this app, and of django-q2 when it is installed, that the
+    database lacks: a command run before ``migrate`` says so instead of failing on
+    its first query. Empty when the database cannot tell (the error stands)."""
+    labels = ["workflows_app"] + (["django_q"] if apps.is_installed("django_q") else [])
+    wanted = [
+        model._meta.db_table
+        for label in labels
+        for model in apps.get_app_config(label).get_models()
+        if model._meta.managed and not model._meta.proxy
+    ]
+    try:
+        present = set(connection.introspection.table_names())
+    except DatabaseError:
+        return []
+    return [table for table in wanted if table not in present]

@@ -19,10 +19,12 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.core.serializers.json import DjangoJSONEncoder
+from django.db import DatabaseError
 from django.utils import timezone
 
 from workflows_app import jsoninput, redaction
 from workflows_app.bench import runner as benchmarks
+from workflows_app.checks import missing_tables
 from workflows_app.engine import ExecutionNotFound, workflow_engine
 from workflows_app.orchestration import runtime
 from workflows_app.presentation import error_message
@@ -87,7 +89,16 @@ class Command(BaseCommand):
                 sub.arguments(sub_parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        SUBCOMMANDS[options["subcommand"]].handler(self, options)
+        try:
+            SUBCOMMANDS[options["subcommand"]].handler(self, options)
+        except DatabaseError as exc:
+            missing = missing_tables()
+            if not missing:
+                raise
+            raise CommandError(
+                f"The database has no table {', '.join(missing)}: "
+                "run `python manage.py migrate` first."
+            ) from exc
 
     # Output helpers
 
