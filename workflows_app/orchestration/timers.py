@@ -148,8 +148,9 @@ class Timers:
             if run.step_failed:
                 continue
             options = run.node.options
-            if options.timeout and run.started_at is not None:
-                arm(due_at(run.started_at, options.timeout), f"step_timeout:{prefix}:{run.step_id}")
+            step_due = self._step_deadline(run)
+            if step_due is not None:
+                arm(step_due, f"step_timeout:{prefix}:{run.step_id}")
             if options.retry_interval_awaiting and self._may_reawait(run):
                 due = due_at(run.last_attempt or now, options.retry_interval_awaiting)
                 arm(due, f"retry_awaiting:{prefix}:{run.step_id}")
@@ -157,20 +158,25 @@ class Timers:
             run = tx.steps[index]
             interval = run.node.options.retry_interval or 0
             wake.append(due_at(run.last_attempt or now, interval))
-        timeout = tx.definition.options.get("timeout")
-        if timeout and tx.timed_out_at is None and tx.started_at is not None:
-            arm(due_at(tx.started_at, timeout), f"transaction_timeout:{prefix}")
+        deadline = self._deadline(tx)
+        if deadline is not None:
+            arm(deadline, f"transaction_timeout:{prefix}")
         tx.wake_at = min(wake) if wake else None
+
+    @staticmethod
+    def _step_deadline(run: StepRun) -> int | None:
+        """When a waiting step's ``timeout`` passes (ms), if it has one."""
+        timeout = run.node.options.timeout
+        if run.step_failed or not timeout or run.started_at is None:
+            return None
+        return due_at(run.started_at, timeout)
 
     def _past_timeout(self, tx: Transaction, now: int) -> list[int]:
         """The waiting steps whose ``timeout`` has passed."""
         past = []
         for index in tx.waiting:
-            run = tx.steps[index]
-            timeout = run.node.options.timeout
-            if run.step_failed or not timeout or run.started_at is None:
-                continue
-            if now >= due_at(run.started_at, timeout):
+            deadline = self._step_deadline(tx.steps[index])
+            if deadline is not None and now >= deadline:
                 past.append(index)
         return past
 
